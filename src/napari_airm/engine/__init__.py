@@ -1,0 +1,1 @@
+"""Ultra-high-resolution refinement engine: schedule, tiling, lazy I/O, band selection."""

@@ -1,0 +1,66 @@
+"""Training losses (paper eq. 7 and 11) with the paper's weights as defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .model.affinity import affinity_loss
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+@dataclass
+class LossWeights:
+    l1: float = 0.2
+    l2: float = 0.2
+    bce: float = 0.3
+    grad: float = 0.4
+    #: L = airmf * L_AIRMF + aff * L_aff (paper: ½ and ½)
+    airmf: float = 0.5
+    aff: float = 0.5
+
+
+def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """Gradient magnitude of (B, 1, H, W) maps with 3×3 Sobel filters (replicate padding)."""
+    kx = _SOBEL_X.to(x)
+    kernel = torch.stack([kx, kx.t()]).unsqueeze(1)
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel)
+    return torch.sqrt((g ** 2).sum(1, keepdim=True) + 1e-8)
+
+
+def gradient_loss(prob: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """L1 between Sobel gradient magnitudes of prediction and ground truth."""
+    return (sobel_magnitude(prob) - sobel_magnitude(gt)).abs().mean()
+
+
+def airmf_loss(logits: torch.Tensor, gt: torch.Tensor, w: LossWeights = LossWeights()):
+    """Dense decoder loss on (B, 1, H, W) logits; returns (total, parts dict)."""
+    if logits.shape != gt.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(gt.shape)} differ")
+    prob = torch.sigmoid(logits)
+    parts = {
+        "l1": (prob - gt).abs().mean(),
+        "l2": ((prob - gt) ** 2).mean(),
+        "bce": F.binary_cross_entropy_with_logits(logits, gt),
+        "grad": gradient_loss(prob, gt),
+    }
+    total = w.l1 * parts["l1"] + w.l2 * parts["l2"] + w.bce * parts["bce"] + w.grad * parts["grad"]
+    return total, parts
+
+
+def total_loss(logits: torch.Tensor, gt: torch.Tensor, aff_logits: torch.Tensor | None = None,
+               aff_gt: torch.Tensor | None = None, grid: tuple[int, int] | None = None,
+               radius: float = 14, w: LossWeights = LossWeights()):
+    """L = ½·L_AIRMF + ½·L_aff (L_aff only when affinity logits are given)."""
+    l_airmf, parts = airmf_loss(logits, gt, w)
+    parts = {k: v.detach() for k, v in parts.items()}
+    parts["airmf"] = l_airmf.detach()
+    total = w.airmf * l_airmf
+    if aff_logits is not None:
+        l_aff = affinity_loss(aff_logits, aff_gt, grid, radius)
+        parts["aff"] = l_aff.detach()
+        total = total + w.aff * l_aff
+    parts["total"] = total.detach()
+    return total, parts

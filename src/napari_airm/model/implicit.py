@@ -1,0 +1,94 @@
+"""Implicit decoding f with LIIF's local ensemble (paper eq. 2 / 5).
+
+A query at continuous coordinate q (normalised to [-1, 1] over the encoded frame, (y, x)
+order) asks its 4 nearest feature cells p; the MLP f takes [z_p, p−q, cell, coarse(q), guide(q)]
+and returns a logit; the 4 answers are blended with LIIF's area weights (the area of the
+diagonally opposite cell over the total). Queries are any set of coordinates at any
+resolution, so tiles and boundary bands decode exactly like the full image.
+
+The first MLP layer is linear in its input, so its z-part is applied once per feature *cell*
+(not once per query and neighbour) and then gathered: identical result, far fewer FLOPs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .hypernet import ImplicitWeights
+
+SHIFTS = ((-1, -1), (-1, 1), (1, -1), (1, 1))
+COARSE_EPS = 0.02
+
+
+def coarse_logit(coarse: torch.Tensor) -> torch.Tensor:
+    """Logit of a [0, 1] mask, clamped so that a binary mask gives ±3.9."""
+    c = coarse.clamp(COARSE_EPS, 1 - COARSE_EPS)
+    return torch.log(c) - torch.log1p(-c)
+
+
+def pixel_centers(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Normalised (y, x) centres of an H×W pixel grid, shape (H*W, 2)."""
+    ys = (torch.arange(height, device=device, dtype=dtype) * 2 + 1) / height - 1
+    xs = (torch.arange(width, device=device, dtype=dtype) * 2 + 1) / width - 1
+    return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+def query_features(z_proj: torch.Tensor, coords: torch.Tensor):
+    """Gather the first-layer projections of the 4 neighbour cells of every query.
+
+    z_proj: (B, C, h, w) per-cell first-layer term; coords: (B, Q, 2).
+    Returns (gathered (B, 4, Q, C), rel (B, 4, Q, 2), blend weights (B, 4, Q)).
+    """
+    B, C, h, w = z_proj.shape
+    flat = z_proj.flatten(2).transpose(1, 2)  # (B, h*w, C)
+    size = coords.new_tensor([h, w])
+    half_cell = 1.0 / size  # half of a cell's width (2/h) in normalised units
+    gathered, rels, areas = [], [], []
+    for vy, vx in SHIFTS:
+        shifted = coords + coords.new_tensor([vy, vx]) * half_cell + 1e-6
+        idx = torch.floor((shifted + 1) / 2 * size).long()
+        idx[..., 0].clamp_(0, h - 1)
+        idx[..., 1].clamp_(0, w - 1)
+        center = (idx.to(coords.dtype) * 2 + 1) / size - 1
+        rel = (coords - center) * size / 2  # in feature-cell units
+        lin = (idx[..., 0] * w + idx[..., 1]).unsqueeze(-1).expand(-1, -1, C)
+        gathered.append(torch.gather(flat, 1, lin))
+        rels.append(rel)
+        areas.append((rel[..., 0] * rel[..., 1]).abs() + 1e-9)
+    total = sum(areas)
+    blend = torch.stack([areas[3 - k] / total for k in range(4)], dim=1)
+    return torch.stack(gathered, 1), torch.stack(rels, 1), blend
+
+
+def decode_queries(weights: ImplicitWeights, feat: torch.Tensor, coords: torch.Tensor,
+                   cell: torch.Tensor, point: torch.Tensor, coarse: torch.Tensor,
+                   residual: bool = True) -> torch.Tensor:
+    """Logits of the implicit MLP at ``coords``.
+
+    feat (B, D, h, w); coords (B, Q, 2); cell (B, Q, 2) or (B, 1, 2): query pixel size in
+    feature-cell units; point (B, Q, P): per-query inputs (coarse value, guide features);
+    coarse (B, Q) in [0, 1] (the residual base). Returns (B, Q).
+    """
+    if coords.shape[1] == 0:
+        return coords.new_zeros(coords.shape[:2])
+    W1, b1 = weights.weights[0], weights.biases[0]
+    D = feat.shape[1]
+    Wz, Wrel, Wcell, Wpoint = W1[:, :, :D], W1[:, :, D:D + 2], W1[:, :, D + 2:D + 4], W1[:, :, D + 4:]
+    z_proj = torch.einsum("bod,bdhw->bohw", Wz, feat)
+    gathered, rel, blend = query_features(z_proj, coords)  # (B,4,Q,C), (B,4,Q,2), (B,4,Q)
+    shared = (cell.expand(-1, coords.shape[1], -1) @ Wcell.transpose(1, 2)
+              + point @ Wpoint.transpose(1, 2) + b1.unsqueeze(1))  # (B, Q, C)
+    rel_term = torch.einsum("bkqi,boi->bkqo", rel, Wrel)
+    h = F.relu(gathered + rel_term + shared.unsqueeze(1))
+    B, K, Q, C = h.shape
+    h = h.reshape(B, K * Q, C)
+    n_layers = len(weights.weights)
+    for layer in range(1, n_layers):
+        W, b = weights.weights[layer], weights.biases[layer]
+        h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))
+        if layer < n_layers - 1:
+            h = F.relu(h)
+    out = (h.reshape(B, K, Q) * blend).sum(1)
+    if residual:
+        out = out + coarse_logit(coarse)
+    return out
