@@ -98,7 +98,12 @@ def _stable_seed(*parts) -> int:
 
 
 class TrainCrops(torch.utils.data.Dataset):
-    """Random crops with flips, light colour jitter and a synthesised coarse mask."""
+    """Random crops with flips, light colour jitter and a synthesised coarse mask.
+
+    A sample is a pure function of (seed, epoch, image): index ``epoch * len(self) + i`` draws
+    image ``i`` with epoch ``epoch``'s randomness, so a sampler picks fresh crops and coarse
+    masks every epoch without any state in (possibly forked) worker processes.
+    """
 
     def __init__(self, root: str | Path, crop: int = 224, coarse_mode: str = "mixed",
                  scale_range=(0.75, 1.25), seed: int = 0):
@@ -110,7 +115,8 @@ class TrainCrops(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int):
-        rng = np.random.default_rng(_stable_seed(self.seed, self.epoch, index))
+        epoch, index = divmod(int(index), len(self.pairs))
+        rng = np.random.default_rng(_stable_seed(self.seed, self.epoch + epoch, index))
         image, gt = read_pair(self.pairs[index])
         image, gt = self._scale(image, gt, rng)
         image, gt = self._crop(image, gt, rng)

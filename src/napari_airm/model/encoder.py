@@ -74,10 +74,15 @@ class MiTEncoder(nn.Module):
         super().__init__()
         self.backbone = timm.create_model(cfg.encoder, pretrained=False, num_classes=0, in_chans=4)
         channels = [s.blocks[0].norm1.normalized_shape[0] for s in self.backbone.stages]
-        self.probe = self.backbone.stages[-1].blocks[-1].attn
-        self.probe.__class__ = ProbedAttention
+        probe = self.backbone.stages[-1].blocks[-1].attn
+        probe.__class__ = ProbedAttention
+        # A plain attribute, not a registered submodule: registering it would list the block's
+        # parameters twice in state_dict() (encoder.probe.* aliasing encoder.backbone.*), which
+        # safetensors refuses to save (shared memory) and which doubles half-precision files.
+        self.__dict__["probe"] = probe
         self.fusion = SegFormerFusion(channels, cfg.feat_dim)
-        self.num_heads = self.probe.num_heads
+        self.num_heads = probe.num_heads
+        self._register_load_state_dict_pre_hook(_drop_probe_aliases)
 
     def forward(self, x: torch.Tensor, want_pairs: bool = False):
         self.probe.capture = want_pairs
@@ -93,6 +98,13 @@ class MiTEncoder(nn.Module):
             self.probe.capture = False
             self.probe.probs = None
         return self.fusion(feats), pairs
+
+
+def _drop_probe_aliases(state_dict, prefix, *args) -> None:
+    """Files written before the probe stopped being a submodule carry ``probe.*`` duplicates of
+    the last attention block's weights; they are the same tensors, so drop them on load."""
+    for key in [k for k in state_dict if k.startswith(prefix + "probe.")]:
+        del state_dict[key]
 
 
 class CNNEncoder(nn.Module):

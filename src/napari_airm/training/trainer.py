@@ -26,7 +26,11 @@ class TrainingCancelled(Exception):
 
 
 class StepBatches(torch.utils.data.Sampler):
-    """Batch indices as a pure function of (seed, step): resuming at step s replays nothing."""
+    """Batch indices as a pure function of (seed, step): resuming at step s replays nothing.
+
+    Indices are ``epoch * n + i`` (see ``TrainCrops``): image ``i`` gets a new crop and coarse
+    mask every epoch instead of repeating epoch 0's.
+    """
 
     def __init__(self, n: int, batch_size: int, seed: int, start_step: int, max_steps: int):
         self.n, self.bs, self.seed, self.start, self.stop = n, batch_size, seed, start_step, max_steps
@@ -42,7 +46,7 @@ class StepBatches(torch.utils.data.Sampler):
             if epoch != perm_epoch:
                 g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
                 perm, perm_epoch = torch.randperm(self.n, generator=g), epoch
-            yield perm[k * self.bs:(k + 1) * self.bs].tolist()
+            yield [epoch * self.n + i for i in perm[k * self.bs:(k + 1) * self.bs].tolist()]
 
 
 @dataclass

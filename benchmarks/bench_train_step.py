@@ -1,0 +1,137 @@
+"""Seconds per training step (forward + backward + Adam) vs seconds per batch of data.
+
+    python benchmarks/bench_train_step.py --model airm-b0 --batch 8 --size 224 --steps 10
+
+The model step uses the training recipe's forward (random encode scale, boundary-centred decode
+window, all losses incl. affinity) on synthetic tensors, after ``--warmup`` untimed steps. The data
+time is what a loader worker spends per batch: decode JPEG/PNG, random scale + crop, flip, colour
+jitter, coarse-mask synthesis (``TrainCrops``), on the real DUTS-TR training folder if present.
+A ratio data/model above 1 / workers means training is data-bound.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+
+from napari_airm.losses import LossWeights
+from napari_airm.model import build_model
+from napari_airm.training.step import training_forward
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "duts-tr" / "train"
+
+
+def synthetic_batch(batch: int, size: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    gts, coarses = [], []
+    for _ in range(batch):
+        cy, cx, r = (torch.rand(3, generator=g) * torch.tensor([0.4, 0.4, 0.2]) + torch.tensor([0.3, 0.3, 0.15])) * size
+        gt = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2).float()
+        coarse = ((yy - cy - 3) ** 2 + (xx - cx + 2) ** 2 <= (r * 0.95) ** 2).float()
+        gts.append(gt)
+        coarses.append(coarse)
+    gt = torch.stack(gts)[:, None]
+    coarse = torch.stack(coarses)[:, None]
+    rgb = torch.rand(batch, 3, size, size, generator=g) * 0.5 + gt * 0.4
+    return rgb, coarse, gt
+
+
+def time_model(args) -> list[float]:
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model = build_model(args.model).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    rgb, coarse, gt = (t.to(device) for t in synthetic_batch(args.batch, args.size))
+    weights = LossWeights()
+    times = []
+    for step in range(args.warmup + args.steps):
+        gen = torch.Generator().manual_seed(step)
+        scale = 0.5 + 0.5 * torch.rand(1, generator=gen).item()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        loss, _ = training_forward(model, rgb, coarse, gt, encode_scale=scale, window=args.window,
+                                   weights=weights, generator=gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_data(args) -> list[float] | None:
+    from napari_airm.data import TrainCrops
+
+    root = Path(args.data)
+    if not (root / "images").is_dir():
+        return None
+    dataset = TrainCrops(root, crop=args.size, coarse_mode=args.coarse_mode)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(dataset))
+    times = []
+    for b in range(args.data_batches):
+        idx = order[b * args.batch:(b + 1) * args.batch]
+        t0 = time.perf_counter()
+        samples = [dataset[int(i)] for i in idx]
+        torch.utils.data.default_collate(samples)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def describe(times: list[float]) -> str:
+    spread = f" ± {statistics.stdev(times):.3f}" if len(times) > 1 else ""
+    return f"{statistics.mean(times):.3f} s{spread} (min {min(times):.3f}, n={len(times)})"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="airm-b0")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=224, help="crop size (pixels a side)")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--window", type=int, default=112, help="decode window (0: whole crop)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="images/ + masks/ folder")
+    p.add_argument("--data-batches", type=int, default=None, help="timed data batches (default --steps)")
+    p.add_argument("--coarse-mode", default="mixed")
+    args = p.parse_args(argv)
+    args.window = args.window or None
+    args.data_batches = args.data_batches or args.steps
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    print(f"{args.model}, batch {args.batch}, {args.size}², {args.device}, "
+          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs")
+    model_times = time_model(args)
+    model_mean = statistics.mean(model_times)
+    print(f"model step (fwd+bwd+Adam): {describe(model_times)}  "
+          f"= {args.batch / model_mean:.1f} samples/s")
+
+    data_times = time_data(args)
+    if data_times is None:
+        print(f"data pipeline: skipped ({args.data} not found)")
+        return 0
+    data_mean = statistics.mean(data_times)
+    print(f"data per batch (1 process, decode+scale+crop+jitter+coarse): {describe(data_times)}")
+    print(f"ratio data/model: {data_mean / model_mean:.2f}  "
+          f"(workers needed to keep up: {int(np.ceil(data_mean / model_mean))})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Training data: folder discovery with clear errors, coarse-mask synthesis, crops, val cases."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from napari_airm.data import (DataError, TrainCrops, ValCases, find_pairs, lowres_coarse, mask_iou,
+                              perturb_coarse, read_mask, synthesize_coarse)
+
+from conftest import SHARED_DATA, disc_mask, make_disc_dataset, write_pair
+
+
+def disc(size=96):
+    return disc_mask(size, size, (0.5 * size, 0.45 * size), 0.3 * size)
+
+
+# --------------------------------------------------------------------------------------------
+# find_pairs
+# --------------------------------------------------------------------------------------------
+def test_find_pairs_lists_matching_pairs_in_order(disc_dataset):
+    pairs = find_pairs(disc_dataset)
+    assert [p.name for p in pairs] == [f"img{i:02d}" for i in range(6)]
+    assert all(p.image.suffix == ".jpg" and p.mask == disc_dataset / "masks" / f"{p.name}.png"
+               for p in pairs)
+
+
+def test_missing_images_folder(tmp_path):
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(DataError, match=r"must contain 'images/' and 'masks/'"):
+        find_pairs(tmp_path)
+    with pytest.raises(ValueError):  # DataError is a ValueError for callers that catch those
+        find_pairs(tmp_path / "does-not-exist")
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match=r"no images \(\.jpg.*\) in .*images"):
+        find_pairs(tmp_path)
+
+
+def test_no_image_has_a_mask(tmp_path):
+    write_pair(tmp_path, "a", np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), bool))
+    (tmp_path / "masks" / "a.png").rename(tmp_path / "masks" / "b.png")
+    with pytest.warns(UserWarning, match="1 of 1 images"), \
+            pytest.raises(DataError, match="no image in .* has a matching mask"):
+        find_pairs(tmp_path)
+
+
+def test_mask_of_another_size_names_both_files(tmp_path):
+    make_disc_dataset(tmp_path, n=2, size=32)
+    Image.fromarray(np.zeros((30, 32), np.uint8)).save(tmp_path / "masks" / "img01.png")
+    with pytest.raises(DataError, match=r"mask .*img01\.png is 32x30 but image .*img01\.jpg is 32x32"):
+        find_pairs(tmp_path)
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    make_disc_dataset(tmp_path, n=2, size=32)
+    (tmp_path / "images" / "img00.jpg").write_bytes(b"\xff\xd8 this is not really a jpeg" * 10)
+    with pytest.raises(DataError, match=r"cannot read .*img00\.jpg"):
+        find_pairs(tmp_path)
+
+
+def test_corrupt_image_is_caught_when_decoding_too(tmp_path):
+    """A file with a valid header but broken data passes find_pairs and fails on reading."""
+    make_disc_dataset(tmp_path, n=2, size=64)
+    path = tmp_path / "images" / "img01.jpg"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 3 // 4])  # truncated: header intact, pixels missing
+    pairs = find_pairs(tmp_path)
+    with pytest.raises(DataError, match=r"cannot decode image .*img01\.jpg"):
+        TrainCrops(tmp_path, crop=16)[1]
+    assert len(pairs) == 2
+
+
+def test_images_without_masks_are_reported(tmp_path):
+    make_disc_dataset(tmp_path, n=5, size=32)
+    for name in ("img01", "img03"):
+        (tmp_path / "masks" / f"{name}.png").unlink()
+    with pytest.warns(UserWarning, match=r"2 of 5 images .* have no mask .*img01\.jpg, img03\.jpg"):
+        pairs = find_pairs(tmp_path)
+    assert [p.name for p in pairs] == ["img00", "img02", "img04"]
+
+
+def test_complete_folder_gives_no_warning(disc_dataset):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        find_pairs(disc_dataset)
+
+
+@pytest.mark.parametrize("kind", ["bool", "u8", "rgb"])
+def test_mask_formats(tmp_path, kind):
+    m = disc(32)
+    if kind == "bool":  # DUTS as shipped here: 1-bit PNG
+        img = Image.fromarray(m)
+    elif kind == "u8":
+        img = Image.fromarray(m.astype(np.uint8) * 255)
+    else:
+        img = Image.fromarray(np.repeat(m[..., None].astype(np.uint8) * 255, 3, axis=2))
+    img.save(tmp_path / "m.png")
+    out = read_mask(tmp_path / "m.png")
+    assert out.dtype == bool
+    np.testing.assert_array_equal(out, m)
+
+
+# --------------------------------------------------------------------------------------------
+# coarse-mask synthesis
+# --------------------------------------------------------------------------------------------
+def test_perturbed_masks_are_coarse_but_close():
+    gt = disc()
+    ious = np.array([mask_iou(perturb_coarse(gt, np.random.default_rng(s)), gt) for s in range(40)])
+    # target IoU drawn in [0.8, 1.0]; the last edit may overshoot a little below it
+    assert ious.max() < 1.0  # always perturbed
+    assert ious.min() > 0.6
+    assert np.quantile(ious, 0.1) >= 0.7
+    assert 0.8 <= np.median(ious) <= 0.97
+    assert len(np.unique(np.round(ious, 4))) > 30  # and varied
+
+
+def test_perturb_is_reproducible_with_the_same_seed():
+    gt = disc()
+    a = perturb_coarse(gt, np.random.default_rng(7))
+    b = perturb_coarse(gt, np.random.default_rng(7))
+    c = perturb_coarse(gt, np.random.default_rng(8))
+    assert a.dtype == bool and a.shape == gt.shape
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_perturb_leaves_empty_and_full_masks_alone():
+    for gt in (np.zeros((32, 32), bool), np.ones((32, 32), bool)):
+        np.testing.assert_array_equal(perturb_coarse(gt, np.random.default_rng(0)), gt)
+
+
+def test_lowres_mode_is_a_smooth_low_resolution_version():
+    gt = disc()
+    coarse = lowres_coarse(gt, np.random.default_rng(0))
+    assert coarse.dtype == bool and coarse.shape == gt.shape
+    assert 0.85 < mask_iou(coarse, gt) < 1.0  # a big disc survives, its outline does not exactly
+    np.testing.assert_array_equal(coarse, lowres_coarse(gt, np.random.default_rng(0)))
+    # a 2-pixel line is lost at 1/8 to 1/16 resolution: what a low-res segmenter does
+    line = np.zeros((96, 96), bool)
+    line[:, 40:42] = True
+    assert not lowres_coarse(line, np.random.default_rng(0)).any()
+
+
+def test_synthesize_coarse_modes():
+    gt = disc()
+    for mode in ("perturb", "lowres", "mixed"):
+        out = synthesize_coarse(gt, np.random.default_rng(1), mode)
+        assert out.shape == gt.shape and out.dtype == bool and mask_iou(out, gt) > 0.6
+    np.testing.assert_array_equal(synthesize_coarse(gt, np.random.default_rng(1), "lowres"),
+                                  lowres_coarse(gt, np.random.default_rng(1)))
+    with pytest.raises(ValueError, match="unknown coarse-mask mode 'blur'"):
+        synthesize_coarse(gt, np.random.default_rng(0), "blur")
+
+
+# --------------------------------------------------------------------------------------------
+# TrainCrops / ValCases
+# --------------------------------------------------------------------------------------------
+def test_train_crops_shapes_and_ranges(tmp_path):
+    root = make_disc_dataset(tmp_path, n=3, size=256)
+    ds = TrainCrops(root, crop=224)
+    assert len(ds) == 3
+    rgb, coarse, gt = ds[0]
+    assert rgb.shape == (3, 224, 224) and coarse.shape == (1, 224, 224) and gt.shape == (1, 224, 224)
+    for t in (rgb, coarse, gt):
+        assert t.dtype == torch.float32 and t.min() >= 0 and t.max() <= 1
+    assert set(gt.unique().tolist()) == {0.0, 1.0} and set(coarse.unique().tolist()) <= {0.0, 1.0}
+    assert rgb.std() > 0.05  # an image, not a constant
+    # the crop follows the image: the bright disc is where the mask is
+    assert rgb[:, gt[0] > 0].mean() > rgb[:, gt[0] == 0].mean() + 0.2
+    # coarse is close to GT but not equal (IoU in roughly [0.6, 1])
+    inter = (coarse * gt).sum()
+    union = ((coarse + gt) > 0).sum()
+    assert 0.6 < inter / union <= 1.0
+
+
+def test_small_images_are_scaled_up_to_fit_the_crop(disc_dataset):
+    ds = TrainCrops(disc_dataset, crop=128)  # images are 96 px
+    rgb, coarse, gt = ds[2]
+    assert rgb.shape == (3, 128, 128) and gt.shape == (1, 128, 128)
+    assert 0 < gt.mean() < 1
+
+
+def test_train_crops_are_reproducible_and_change_per_epoch(disc_dataset):
+    a, b = TrainCrops(disc_dataset, crop=64, seed=3), TrainCrops(disc_dataset, crop=64, seed=3)
+    n = len(a)
+    for x, y in zip(a[1], b[1]):
+        assert torch.equal(x, y)
+    # index epoch * n + i is image i with epoch's randomness: same image, another crop / coarse
+    first, later = a[1], a[n + 1]
+    assert not torch.equal(first[0], later[0]) or not torch.equal(first[1], later[1])
+    for x, y in zip(a[n + 1], b[n + 1]):
+        assert torch.equal(x, y)
+    other_seed = TrainCrops(disc_dataset, crop=64, seed=4)[1]
+    assert not all(torch.equal(x, y) for x, y in zip(first, other_seed))
+
+
+def test_train_crops_prefer_windows_with_a_boundary(tmp_path):
+    # a 512 px image whose object covers only a small corner: most random 64-px windows are
+    # all background, yet crops should usually contain part of the object's boundary
+    root = tmp_path / "d"
+    m = disc_mask(512, 512, (60, 60), 50)
+    write_pair(root, "a", (m[..., None] * np.array([200, 80, 40])).astype(np.uint8), m)
+    ds = TrainCrops(root, crop=64, scale_range=(1.0, 1.0))
+    with_boundary = sum(0 < ds[e * len(ds)][2].mean() < 1 for e in range(20))
+    assert with_boundary >= 5  # vs ~1 in 20 for uniformly random windows
+
+
+def test_val_cases_are_fixed(disc_dataset):
+    a = ValCases(disc_dataset, mode="perturb", seed=0)
+    b = ValCases(disc_dataset, mode="perturb", seed=0)
+    assert len(a) == 6
+    name, image, coarse, gt = a[3]
+    assert name == "img03" and image.shape == (96, 96, 3) and image.dtype == np.uint8
+    assert coarse.shape == gt.shape == (96, 96) and coarse.dtype == bool and gt.dtype == bool
+    for i in range(len(a)):
+        np.testing.assert_array_equal(a[i][2], b[i][2])
+        np.testing.assert_array_equal(a[i][2], a[i][2])  # and when read again
+    lowres = ValCases(disc_dataset, mode="lowres", seed=0)
+    assert not np.array_equal(lowres[3][2], coarse)
+    assert len(ValCases(disc_dataset, limit=2)) == 2
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "duts-tr" / "val").is_dir(), reason="shared data absent")
+def test_real_validation_folder_smoke():
+    cases = ValCases(SHARED_DATA / "duts-tr" / "val", mode="perturb", limit=2)
+    assert len(cases) == 2
+    name, image, coarse, gt = cases[0]
+    assert image.ndim == 3 and image.shape[2] == 3 and gt.shape == image.shape[:2]
+    assert gt.any() and 0.5 < mask_iou(coarse, gt) <= 1.0
