@@ -12,7 +12,13 @@ from safetensors.torch import load_file
 from napari_airm.model import AIRM, available_models, build_model, load_model, save_model
 from napari_airm.model.affinity import affinity_loss
 from napari_airm.model.airm import GUIDE_HALO
-from napari_airm.model.implicit import pixel_centers, query_features
+from napari_airm.model.implicit import pixel_centers
+from napari_airm.model.implicit import query_features as _query_features
+
+
+def query_features(z, coords):
+    """Gather from a (B, C, h, w) map the way decoding does (per-cell terms, flattened)."""
+    return _query_features(z.flatten(2).transpose(1, 2).contiguous(), z.shape[-2:], coords)
 
 from conftest import disc_mask
 

@@ -17,7 +17,7 @@ from .affinity import AffinityHead
 from .config import AIRMConfig
 from .encoder import build_encoder, load_efficientnet_lite0_imagenet
 from .hypernet import HyperNetwork, ImplicitWeights, SharedMLPWeights
-from .implicit import decode_queries, pixel_centers
+from .implicit import decode_queries, first_layer_cells, pixel_centers
 
 RGB_MEAN = (0.485, 0.456, 0.406)
 RGB_STD = (0.229, 0.224, 0.225)
@@ -32,6 +32,7 @@ class Encoded:
     weights: ImplicitWeights
     pairs: torch.Tensor | None = None  # (B, heads, N, N) when asked for
     pair_grid: tuple[int, int] | None = None
+    cells: torch.Tensor | None = None  # first MLP layer per feature cell, cached by decode
 
 
 class Guide(nn.Module):
@@ -112,6 +113,36 @@ class AIRM(nn.Module):
             parts.append(self.guide(normalise(rgb, coarse)))
         return torch.cat(parts, dim=1)
 
+    def guide_input(self, rgb: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """The zero-padded guide input of a (1,·,H,W) frame, computed once per frame for
+        ``point_features_at``: (4, H+4, W+4)."""
+        return F.pad(normalise(rgb, coarse)[0], (2, 2, 2, 2))
+
+    def point_features_at(self, coarse: torch.Tensor, guide_input: torch.Tensor | None,
+                          ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """``point_features`` of a (1,·,H,W) frame at pixels (ys, xs) only: (1, Q, P).
+
+        Gathers each pixel's 5×5 neighbourhood and runs the two 3×3 guide convolutions
+        without padding, with first-layer outputs outside the frame zeroed: exactly what the
+        dense, zero-padded convolution gives, at a cost proportional to the band, not the frame.
+        """
+        coarse_q = coarse[0, 0, ys, xs]
+        parts = [(coarse_q * 2 - 1)[:, None]]
+        if self.guide is not None:
+            H, W = coarse.shape[-2:]
+            off = torch.arange(-2, 3, device=coarse.device)
+            rows = ys[:, None] + 2 + off[None, :]  # (Q, 5)
+            cols = xs[:, None] + 2 + off[None, :]
+            flat = (rows[:, :, None] * (W + 4) + cols[:, None, :]).reshape(-1)
+            patches = guide_input.reshape(4, -1)[:, flat].reshape(4, len(ys), 5, 5).transpose(0, 1)
+            conv1, _, conv2, _ = self.guide.net
+            h = F.relu(F.conv2d(patches, conv1.weight, conv1.bias))  # (Q, G, 3, 3)
+            inside_y = ((ys[:, None] + off[None, 1:4]) >= 0) & ((ys[:, None] + off[None, 1:4]) < H)
+            inside_x = ((xs[:, None] + off[None, 1:4]) >= 0) & ((xs[:, None] + off[None, 1:4]) < W)
+            h = h * (inside_y[:, None, :, None] & inside_x[:, None, None, :]).to(h.dtype)
+            parts.append(F.relu(F.conv2d(h, conv2.weight, conv2.bias))[:, :, 0, 0])
+        return torch.cat(parts, dim=1).unsqueeze(0)
+
     def decode(self, enc: Encoded, coords: torch.Tensor, frame_size: tuple[int, int],
                point: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """Logits at normalised ``coords`` (B, Q, 2) of a frame decoded at ``frame_size`` pixels.
@@ -120,8 +151,14 @@ class AIRM(nn.Module):
         """
         h, w = enc.feat.shape[-2:]
         cell = coords.new_tensor([h / frame_size[0], w / frame_size[1]]).view(1, 1, 2)
+        if enc.cells is None or torch.is_grad_enabled():
+            cells = first_layer_cells(enc.weights, enc.feat)
+            if not torch.is_grad_enabled():
+                enc.cells = cells
+        else:
+            cells = enc.cells
         return decode_queries(enc.weights, enc.feat, coords, cell.expand(coords.shape[0], 1, 2),
-                              point, coarse, residual=self.cfg.residual)
+                              point, coarse, residual=self.cfg.residual, cells=cells)
 
     def decode_frame(self, enc: Encoded, rgb: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """Dense logits (B, H, W) for every pixel of the frame ``rgb``/``coarse`` (B,·,H,W)."""

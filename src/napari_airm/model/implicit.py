@@ -33,62 +33,78 @@ def pixel_centers(height: int, width: int, device=None, dtype=torch.float32) -> 
     return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
-def query_features(z_proj: torch.Tensor, coords: torch.Tensor):
-    """Gather the first-layer projections of the 4 neighbour cells of every query.
+def first_layer_cells(weights: ImplicitWeights, feat: torch.Tensor) -> torch.Tensor:
+    """The z-part of the first MLP layer applied to every feature cell: (B, h*w, C), contiguous.
 
-    z_proj: (B, C, h, w) per-cell first-layer term; coords: (B, Q, 2).
+    Computed once per encoded frame (``Encoded`` caches it) and gathered per query.
+    """
+    D = feat.shape[1]
+    Wz = weights.weights[0][:, :, :D]
+    return torch.einsum("bod,bdn->bno", Wz, feat.flatten(2)).contiguous()
+
+
+def query_features(cells: torch.Tensor, grid: tuple[int, int], coords: torch.Tensor):
+    """Gather the first-layer terms of the 4 neighbour cells of every query.
+
+    cells: (B, h*w, C) from ``first_layer_cells``; coords: (B, Q, 2).
     Returns (gathered (B, 4, Q, C), rel (B, 4, Q, 2), blend weights (B, 4, Q)).
     """
-    B, C, h, w = z_proj.shape
-    flat = z_proj.flatten(2).transpose(1, 2)  # (B, h*w, C)
+    B, _, C = cells.shape
+    h, w = grid
+    Q = coords.shape[1]
     size = coords.new_tensor([h, w])
     half_cell = 1.0 / size  # half of a cell's width (2/h) in normalised units
-    gathered, rels, areas = [], [], []
-    for vy, vx in SHIFTS:
+    gathered = cells.new_empty(B, 4, Q, C)
+    rels = coords.new_empty(B, 4, Q, 2)
+    areas = coords.new_empty(B, 4, Q)
+    for k, (vy, vx) in enumerate(SHIFTS):
         shifted = coords + coords.new_tensor([vy, vx]) * half_cell + 1e-6
         idx = torch.floor((shifted + 1) / 2 * size).long()
         idx[..., 0].clamp_(0, h - 1)
         idx[..., 1].clamp_(0, w - 1)
         center = (idx.to(coords.dtype) * 2 + 1) / size - 1
         rel = (coords - center) * size / 2  # in feature-cell units
-        lin = (idx[..., 0] * w + idx[..., 1]).unsqueeze(-1).expand(-1, -1, C)
-        gathered.append(torch.gather(flat, 1, lin))
-        rels.append(rel)
-        areas.append((rel[..., 0] * rel[..., 1]).abs() + 1e-9)
-    total = sum(areas)
-    blend = torch.stack([areas[3 - k] / total for k in range(4)], dim=1)
-    return torch.stack(gathered, 1), torch.stack(rels, 1), blend
+        rels[:, k] = rel
+        areas[:, k] = (rel[..., 0] * rel[..., 1]).abs() + 1e-9
+        lin = idx[..., 0] * w + idx[..., 1]
+        for b in range(B):
+            torch.index_select(cells[b], 0, lin[b], out=gathered[b, k])
+    blend = areas.flip(1) / areas.sum(1, keepdim=True)  # opposite cell's area (3 - k)
+    return gathered, rels, blend
 
 
 def decode_queries(weights: ImplicitWeights, feat: torch.Tensor, coords: torch.Tensor,
                    cell: torch.Tensor, point: torch.Tensor, coarse: torch.Tensor,
-                   residual: bool = True) -> torch.Tensor:
+                   residual: bool = True, cells: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of the implicit MLP at ``coords``.
 
     feat (B, D, h, w); coords (B, Q, 2); cell (B, Q, 2) or (B, 1, 2): query pixel size in
     feature-cell units; point (B, Q, P): per-query inputs (coarse value, guide features);
-    coarse (B, Q) in [0, 1] (the residual base). Returns (B, Q).
+    coarse (B, Q) in [0, 1] (the residual base); cells: ``first_layer_cells`` if cached.
+    Returns (B, Q).
     """
     if coords.shape[1] == 0:
         return coords.new_zeros(coords.shape[:2])
     W1, b1 = weights.weights[0], weights.biases[0]
     D = feat.shape[1]
-    Wz, Wrel, Wcell, Wpoint = W1[:, :, :D], W1[:, :, D:D + 2], W1[:, :, D + 2:D + 4], W1[:, :, D + 4:]
-    z_proj = torch.einsum("bod,bdhw->bohw", Wz, feat)
-    gathered, rel, blend = query_features(z_proj, coords)  # (B,4,Q,C), (B,4,Q,2), (B,4,Q)
-    shared = (cell.expand(-1, coords.shape[1], -1) @ Wcell.transpose(1, 2)
-              + point @ Wpoint.transpose(1, 2) + b1.unsqueeze(1))  # (B, Q, C)
-    rel_term = torch.einsum("bkqi,boi->bkqo", rel, Wrel)
-    h = F.relu(gathered + rel_term + shared.unsqueeze(1))
+    Wrel, Wcell, Wpoint = W1[:, :, D:D + 2], W1[:, :, D + 2:D + 4], W1[:, :, D + 4:]
+    if cells is None:
+        cells = first_layer_cells(weights, feat)
+    h, rel, blend = query_features(cells, feat.shape[-2:], coords)  # (B,4,Q,C) (B,4,Q,2) (B,4,Q)
     B, K, Q, C = h.shape
-    h = h.reshape(B, K * Q, C)
+    shared = torch.baddbmm(b1.unsqueeze(1), point, Wpoint.transpose(1, 2))
+    shared.baddbmm_(cell.expand(-1, Q, -1), Wcell.transpose(1, 2))  # (B, Q, C)
+    h += shared.unsqueeze(1)
+    h = h.view(B, K * Q, C)
+    h.baddbmm_(rel.view(B, K * Q, 2), Wrel.transpose(1, 2))
+    h.relu_()
     n_layers = len(weights.weights)
     for layer in range(1, n_layers):
         W, b = weights.weights[layer], weights.biases[layer]
         h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))
         if layer < n_layers - 1:
-            h = F.relu(h)
-    out = (h.reshape(B, K, Q) * blend).sum(1)
+            h.relu_()
+    out = (h.view(B, K, Q) * blend).sum(1)
     if residual:
         out = out + coarse_logit(coarse)
     return out

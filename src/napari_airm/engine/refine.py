@@ -1,0 +1,227 @@
+"""Tile-by-tile refinement of images of any size (DESIGN.md §2.9 and §3).
+
+1. Global stage: the whole image, average-pooled to at most ``global_side`` pixels a side, is
+   encoded once; its hypernetwork weights are shared by every later tile (global semantics,
+   tiles that agree) and its refined map seeds the cascade.
+2. Tile-local stages (encode ratios 0.25 and 0.5 finer than the global one, each decoded at
+   twice its encode resolution): each full-resolution tile plus context is encoded at every
+   stage, the previous stage's map upsampled as its coarse mask. Fast path: tiles with no boundary near them are filled, not computed, and inside a
+   tile only the uncertain band around the current boundary is decoded. ``dense=True``
+   computes every tile and every pixel (the reference).
+3. Output is written tile by tile into ``out`` (numpy, zarr, anything with ``__setitem__``).
+
+Memory depends on the tile size and ``global_side``, never on the image size.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..model.airm import AIRM
+from .errors import Cancelled, InputError
+from .labels import refine_labels, scan_mask
+from .schedule import Box, Plan, band_mask, decode_pitch, is_uniform, make_plan, resample
+from .source import ImageSource, MaskSource
+
+DECODE_CHUNK = 1 << 16
+
+
+class BinaryRefiner:
+    """Refines one binary (or soft) mask given as a box reader; the core of every path."""
+
+    def __init__(self, model: AIRM, device: torch.device, *, dense: bool = False,
+                 tile: int = 1024, global_side: int = 512, context: int = 32, global_band: int = 32):
+        self.model, self.device, self.dense = model, device, dense
+        self.tile, self.global_side, self.context, self.global_band = tile, global_side, context, global_band
+        self.autocast = device.type == "cuda"
+
+    def plan(self, height: int, width: int) -> Plan:
+        return make_plan(height, width, self.tile, self.global_side, self.context, self.global_band)
+
+    # -- public -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def run(self, image: ImageSource, read_mask: Callable[[Box], np.ndarray], height: int,
+            width: int, write: Callable[[Box, np.ndarray], None],
+            progress: Callable[[int, int], None] | None = None,
+            cancel: Callable[[], bool] | None = None) -> None:
+        plan = self.plan(height, width)
+        tiles = plan.tiles()
+        total = len(tiles) + 1
+        self._check(cancel)
+        g_prob, g_box, weights = self._global_stage(image, read_mask, plan)
+        if progress:
+            progress(1, total)
+        g_np = g_prob[0, 0].float().cpu().numpy()
+        for i, tile in enumerate(tiles, start=2):
+            self._check(cancel)
+            y0, y1, x0, x1 = tile
+            if not plan.stage_pitches:  # the global stage already decoded full resolution
+                write(tile, g_np[y0:y1, x0:x1] > 0.5)
+            elif not self.dense and is_uniform(g_np, plan, tile):
+                d = plan.global_decode_pitch
+                write(tile, np.full((y1 - y0, x1 - x0), bool(g_np[y0 // d, x0 // d] > 0.5)))
+            else:
+                prob, box = self._cascade(image, plan, tile, g_prob, g_box, weights)
+                write(tile, prob[y0 - box[0]:y1 - box[0], x0 - box[2]:x1 - box[2]] > 0.5)
+            if progress:
+                progress(i, total)
+
+    # -- stages -----------------------------------------------------------------------------
+    def _global_stage(self, image: ImageSource, read_mask, plan: Plan):
+        """Encode the whole image at the global pitch; decode at the global decode pitch."""
+        p, d = plan.global_pitch, plan.global_decode_pitch
+        gh, gw = plan.global_shape
+        box = (0, gh * p, 0, gw * p)
+        rgb_e = torch.empty(1, 3, gh, gw)
+        mask_e = torch.empty(1, 1, gh, gw)
+        rgb_d = torch.empty(1, 3, gh * p // d, gw * p // d)
+        step = max(p, (4096 // p) * p)  # read in blocks of whole global pixels
+        for y in range(0, gh * p, step):
+            for x in range(0, gw * p, step):
+                b = (y, min(y + step, gh * p), x, min(x + step, gw * p))
+                img = torch.from_numpy(image.read(b)).permute(2, 0, 1)[None]
+                m = torch.from_numpy(np.asarray(read_mask(b), dtype=np.float32))[None, None]
+                rgb_e[..., b[0] // p:b[1] // p, b[2] // p:b[3] // p] = _pool(img, p)
+                mask_e[..., b[0] // p:b[1] // p, b[2] // p:b[3] // p] = _pool(m, p)
+                rgb_d[..., b[0] // d:b[1] // d, b[2] // d:b[3] // d] = _pool(img, d)
+        rgb_e, mask_e, rgb_d = rgb_e.to(self.device), mask_e.to(self.device), rgb_d.to(self.device)
+        coarse_d = resample(mask_e, box, p, box, d).clamp_(0, 1)
+        with self._amp():
+            enc = self.model.encode(rgb_e, mask_e)
+            radius = max(plan.global_band, plan.band_radius(p, d))
+            prob = self._decode(enc, rgb_d, coarse_d, radius)
+        return prob, box, enc.weights
+
+    def _cascade(self, image: ImageSource, plan: Plan, tile: Box, g_prob, g_box, weights):
+        """Run the tile-local stages for one tile; returns (prob at full resolution, its box)."""
+        outer = plan.stage_box(tile, plan.stage_pitches[0])
+        region = torch.from_numpy(image.read(outer)).permute(2, 0, 1)[None].to(self.device)
+        prev, prev_box, prev_pitch = g_prob, g_box, plan.global_decode_pitch
+        for e in plan.stage_pitches:
+            d = decode_pitch(e)
+            box = plan.stage_box(tile, e)
+            crop = region[:, :, box[0] - outer[0]:box[1] - outer[0], box[2] - outer[2]:box[3] - outer[2]]
+            coarse_e = resample(prev, prev_box, prev_pitch, box, e).clamp_(0, 1)
+            coarse_d = resample(prev, prev_box, prev_pitch, box, d).clamp_(0, 1)
+            with self._amp():
+                enc = self.model.encode(_pool(crop, e), coarse_e, weights=weights)
+                prob = self._decode(enc, _pool(crop, d), coarse_d, plan.band_radius(prev_pitch, d))
+            prev, prev_box, prev_pitch = prob, box, d
+        return prev[0, 0].float().cpu().numpy(), prev_box
+
+    # -- decoding ---------------------------------------------------------------------------
+    def _decode(self, enc, rgb, coarse, radius: int) -> torch.Tensor:
+        """Probabilities (1,1,H,W) of the frame ``rgb``: every pixel when dense, else only the
+        band of ``radius`` pixels around the coarse boundary (elsewhere the coarse value)."""
+        H, W = rgb.shape[-2:]
+        if self.dense:
+            ys, xs = None, None
+            n = H * W
+        else:
+            band = torch.from_numpy(band_mask(coarse[0, 0].float().cpu().numpy(), radius))
+            ys, xs = (t.to(rgb.device) for t in torch.nonzero(band, as_tuple=True))
+            n = len(ys)
+        prob = coarse.clone().float()
+        if n == 0:
+            return prob
+        guide_input = self.model.guide_input(rgb, coarse) if self.model.guide is not None else None
+        flat = prob.view(-1)
+        for s in range(0, n, DECODE_CHUNK):
+            if ys is None:
+                idx = torch.arange(s, min(s + DECODE_CHUNK, n), device=rgb.device)
+                y, x = idx // W, idx % W
+            else:
+                y, x = ys[s:s + DECODE_CHUNK], xs[s:s + DECODE_CHUNK]
+            coords = torch.stack([(y.to(rgb.dtype) * 2 + 1) / H - 1,
+                                  (x.to(rgb.dtype) * 2 + 1) / W - 1], -1)[None]
+            point = self.model.point_features_at(coarse, guide_input, y, x)
+            logits = self.model.decode(enc, coords, (H, W), point, coarse[0, 0, y, x][None])
+            flat[y * W + x] = torch.sigmoid(logits[0].float())
+        return prob
+
+    def _amp(self):
+        if self.autocast:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cpu", enabled=False)
+
+    @staticmethod
+    def _check(cancel) -> None:
+        if cancel is not None and cancel():
+            raise Cancelled("refinement cancelled")
+
+
+def _pool(x: torch.Tensor, pitch: int) -> torch.Tensor:
+    return F.avg_pool2d(x, pitch) if pitch > 1 else x
+
+
+def _binary_reader(mask: MaskSource, fg_threshold: float, foreground: int | None):
+    """Box → float32 mask in [0, 1]: 0/255 and 0/1 masks, probabilities, or one label id."""
+
+    def read(box: Box) -> np.ndarray:
+        m = mask.read(box)
+        if foreground is not None:
+            return (m == foreground).astype(np.float32)
+        if m.dtype == bool:
+            return m.astype(np.float32)
+        if np.issubdtype(m.dtype, np.floating):
+            return np.clip(m, 0, 1).astype(np.float32)
+        return (m > fg_threshold).astype(np.float32)
+
+    return read
+
+
+def _prepare_out(out, shape: tuple[int, int], dtype) -> object:
+    if out is None:
+        return np.zeros(shape, dtype=dtype)
+    out_shape = tuple(int(s) for s in getattr(out, "shape", ()))
+    if out_shape != shape:
+        raise InputError(f"out has shape {out_shape}, but the mask is {shape}")
+    return out
+
+
+def refine_array(image, coarse, model: AIRM, *, device: torch.device, out=None, tile: int = 1024,
+                 dense: bool = False, labels: str | int | Iterable[int] = "all",
+                 progress: Callable[[int, int], None] | None = None,
+                 cancel: Callable[[], bool] | None = None, return_probability: bool = False,
+                 global_side: int = 512):
+    """The engine behind ``napari_airm.refine`` (see its docstring)."""
+    if return_probability:
+        raise InputError("return_probability is not supported by the tiled engine yet; "
+                         "use refine_whole for small images")
+    img = ImageSource.wrap(image)
+    mask = MaskSource.wrap(coarse)
+    if (img.height, img.width) != (mask.height, mask.width):
+        raise InputError(f"image is {img.height}×{img.width} but the coarse mask is "
+                         f"{mask.height}×{mask.width}; they must match")
+    try:
+        refiner = BinaryRefiner(model, device, dense=dense, tile=tile, global_side=global_side)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    shape = (mask.height, mask.width)
+    summary = scan_mask(mask, tile)
+    if summary.kind == "labels":
+        target = _prepare_out(out, shape, mask.dtype)
+        return refine_labels(refiner, img, mask, summary, target, labels, progress, cancel,
+                             copy_input=True)
+    target = _prepare_out(out, shape, bool)
+    fg_value = 255 if summary.scale_255 and np.dtype(getattr(target, "dtype", bool)) == np.uint8 else 1
+
+    def write(box: Box, values: np.ndarray) -> None:
+        y0, y1, x0, x1 = box
+        target[y0:y1, x0:x1] = values.astype(getattr(target, "dtype", bool)) * fg_value \
+            if fg_value != 1 else values
+
+    if summary.empty or summary.full:
+        # nothing to refine: no boundary in the whole mask; the result is the mask itself
+        for tile_box in make_plan(*shape, tile=tile).tiles():
+            y0, y1, x0, x1 = tile_box
+            write(tile_box, np.full((y1 - y0, x1 - x0), summary.full))
+        if progress:
+            progress(1, 1)
+        return target
+    refiner.run(img, _binary_reader(mask, summary.threshold, None), mask.height, mask.width, write,
+                progress, cancel)
+    return target
