@@ -59,3 +59,15 @@ def _one_thread_and_seed():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def duts_val_cases():
+    """A few real validation images with their fixed perturbed coarse masks (skip if absent)."""
+    root = SHARED_DATA / "duts-tr" / "val"
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root}")
+    from napari_airm.data import ValCases
+
+    cases = ValCases(root, mode="perturb", limit=6)
+    return [cases[i][1:] for i in range(len(cases))]

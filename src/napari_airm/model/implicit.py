@@ -67,8 +67,11 @@ def query_features(cells: torch.Tensor, grid: tuple[int, int], coords: torch.Ten
         rels[:, k] = rel
         areas[:, k] = (rel[..., 0] * rel[..., 1]).abs() + 1e-9
         lin = idx[..., 0] * w + idx[..., 1]
-        for b in range(B):
-            torch.index_select(cells[b], 0, lin[b], out=gathered[b, k])
+        if torch.is_grad_enabled():  # autograd cannot record out=; training pays one copy
+            gathered[:, k] = torch.gather(cells, 1, lin.unsqueeze(-1).expand(-1, -1, C))
+        else:
+            for b in range(B):
+                torch.index_select(cells[b], 0, lin[b], out=gathered[b, k])
     blend = areas.flip(1) / areas.sum(1, keepdim=True)  # opposite cell's area (3 - k)
     return gathered, rels, blend
 

@@ -1,0 +1,78 @@
+"""Scale-out: refine many image/mask files as ``dask.distributed`` tasks.
+
+A ``LocalCluster`` is started by default (one worker process per core, one thread each, since
+torch parallelises inside a task); a scheduler address connects to an existing cluster. Each
+worker loads the model once and writes its output atomically (temporary name, then rename),
+so a failed or interrupted batch never leaves a half-written file under a final name.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+_WORKER_MODELS: dict = {}
+
+
+def output_path(image_path: Path, mask_path: Path, out_dir: Path) -> Path:
+    """Output keeps the mask's format (zarr stays zarr), named after the image."""
+    suffix = ".zarr" if str(mask_path).rstrip("/").endswith(".zarr") else ".png"
+    return out_dir / f"{Path(str(image_path).rstrip('/')).stem}{suffix}"
+
+
+def refine_file(image_path: str, mask_path: str, out_path: str, model: str | None, tile: int,
+                dense: bool, device: str | None, overwrite: bool = False) -> str:
+    """One task: read, refine, write atomically. Runs in a worker (or in-process)."""
+    from ..api import load_model, refine
+    from ..io_utils import atomic_output, read_image, read_mask, write_mask
+
+    key = (model, device)
+    if key not in _WORKER_MODELS:
+        _WORKER_MODELS[key] = load_model(model, device=device)
+    image = read_image(image_path)
+    mask, kind = read_mask(mask_path)
+    result = refine(image, mask, model=_WORKER_MODELS[key], device=device, tile=tile, dense=dense)
+    with atomic_output(out_path, overwrite=overwrite) as tmp:
+        write_mask(tmp, result, "labels" if kind == "labels" else "binary", tile=tile)
+    return out_path
+
+
+def refine_files(pairs: Iterable[tuple[str, str]], out_dir: str | os.PathLike, *,
+                 model: str | os.PathLike | None = None, scheduler: str | None = None,
+                 tile: int = 1024, dense: bool = False, device: str | None = None,
+                 overwrite: bool = False, n_workers: int | None = None) -> list[Path]:
+    """Refine (image, mask) file pairs in parallel; returns the output paths in input order."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    pairs = [(str(i), str(m)) for i, m in pairs]
+    if not pairs:
+        raise ValueError("no (image, mask) pairs to refine")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = [output_path(Path(i), Path(m), out) for i, m in pairs]
+    if len(set(outputs)) != len(outputs):
+        raise ValueError("two images share a file name; outputs would collide in " + str(out))
+    existing = [p for p in outputs if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} already exists ({len(existing)} outputs exist); "
+                              "pass overwrite=True (--overwrite) to replace them")
+    model_arg = str(model) if model is not None else None
+    cluster = None
+    if scheduler is None:
+        workers = n_workers or max(1, min(len(pairs), os.cpu_count() or 1))
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, env={"OMP_NUM_THREADS": "1"})
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        futures = [client.submit(refine_file, i, m, str(o), model_arg, tile, dense, device, overwrite,
+                                 pure=False, key=f"refine-{k}-{Path(o).name}")
+                   for k, ((i, m), o) in enumerate(zip(pairs, outputs))]
+        for future in as_completed(futures):
+            future.result()  # re-raises the first failure with its message
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return outputs
