@@ -48,26 +48,51 @@ class BinaryRefiner:
             progress: Callable[[int, int], None] | None = None,
             cancel: Callable[[], bool] | None = None) -> None:
         plan = self.plan(height, width)
-        tiles = plan.tiles()
-        total = len(tiles) + 1
+        self._total = len(plan.tiles()) + 1
+        self._done, self._progress, self._cancel = 0, progress, cancel
         self._check(cancel)
         g_prob, g_box, weights = self._global_stage(image, read_mask, plan)
-        if progress:
-            progress(1, total)
-        g_np = g_prob[0, 0].float().cpu().numpy()
-        for i, tile in enumerate(tiles, start=2):
-            self._check(cancel)
-            y0, y1, x0, x1 = tile
-            if not plan.stage_pitches:  # the global stage already decoded full resolution
-                write(tile, g_np[y0:y1, x0:x1] > 0.5)
-            elif not self.dense and is_uniform(g_np, plan, tile):
-                d = plan.global_decode_pitch
-                write(tile, np.full((y1 - y0, x1 - x0), bool(g_np[y0 // d, x0 // d] > 0.5)))
+        self._advance(1)
+        if not plan.stage_pitches:  # the global stage already decoded full resolution
+            g_np = g_prob[0, 0].float().cpu().numpy()
+            for tile in plan.tiles():
+                self._check(cancel)
+                write(tile, g_np[tile[0]:tile[1], tile[2]:tile[3]] > 0.5)
+                self._advance(1)
+            return
+        whole = (0, plan.height, 0, plan.width)
+        self._level(image, plan, 0, whole, (g_prob, g_box, plan.global_decode_pitch), weights, write)
+
+    def _level(self, image, plan: Plan, level: int, parent: Box, prev, weights, write) -> None:
+        """Process the tiles of tile-local stage ``level`` inside ``parent``: skip those far from
+        any boundary, run the stage on the others and recurse into the next stage."""
+        prev_map, prev_box, prev_pitch = prev
+        prev_np = prev_map[0, 0].float().cpu().numpy()
+        e = plan.stage_pitches[level]
+        last = level == len(plan.stage_pitches) - 1
+        reach = plan.reach(prev_pitch, e)
+        for tile in plan.tiles_within(parent, plan.level_tile(level)):
+            self._check(self._cancel)
+            outputs = plan.tiles_within(tile, plan.tile)
+            if not self.dense and is_uniform(prev_np, prev_box, prev_pitch, tile, reach):
+                y, x = (tile[0] - prev_box[0]) // prev_pitch, (tile[2] - prev_box[2]) // prev_pitch
+                value = bool(prev_np[y, x] > 0.5)
+                for out in outputs:
+                    write(out, np.full((out[1] - out[0], out[3] - out[2]), value))
+                self._advance(len(outputs))
+                continue
+            prob, box = self._stage(image, plan, tile, e, prev, weights)
+            if last:
+                p = prob[0, 0].float().cpu().numpy()
+                write(tile, p[tile[0] - box[0]:tile[1] - box[0], tile[2] - box[2]:tile[3] - box[2]] > 0.5)
+                self._advance(1)
             else:
-                prob, box = self._cascade(image, plan, tile, g_prob, g_box, weights)
-                write(tile, prob[y0 - box[0]:y1 - box[0], x0 - box[2]:x1 - box[2]] > 0.5)
-            if progress:
-                progress(i, total)
+                self._level(image, plan, level + 1, tile, (prob, box, decode_pitch(e)), weights, write)
+
+    def _advance(self, n: int) -> None:
+        self._done += n
+        if self._progress:
+            self._progress(self._done, self._total)
 
     # -- stages -----------------------------------------------------------------------------
     def _global_stage(self, image: ImageSource, read_mask, plan: Plan):
@@ -95,22 +120,19 @@ class BinaryRefiner:
             prob = self._decode(enc, rgb_d, coarse_d, radius)
         return prob, box, enc.weights
 
-    def _cascade(self, image: ImageSource, plan: Plan, tile: Box, g_prob, g_box, weights):
-        """Run the tile-local stages for one tile; returns (prob at full resolution, its box)."""
-        outer = plan.stage_box(tile, plan.stage_pitches[0])
-        region = torch.from_numpy(image.read(outer)).permute(2, 0, 1)[None].to(self.device)
-        prev, prev_box, prev_pitch = g_prob, g_box, plan.global_decode_pitch
-        for e in plan.stage_pitches:
-            d = decode_pitch(e)
-            box = plan.stage_box(tile, e)
-            crop = region[:, :, box[0] - outer[0]:box[1] - outer[0], box[2] - outer[2]:box[3] - outer[2]]
-            coarse_e = resample(prev, prev_box, prev_pitch, box, e).clamp_(0, 1)
-            coarse_d = resample(prev, prev_box, prev_pitch, box, d).clamp_(0, 1)
-            with self._amp():
-                enc = self.model.encode(_pool(crop, e), coarse_e, weights=weights)
-                prob = self._decode(enc, _pool(crop, d), coarse_d, plan.band_radius(prev_pitch, d))
-            prev, prev_box, prev_pitch = prob, box, d
-        return prev[0, 0].float().cpu().numpy(), prev_box
+    def _stage(self, image: ImageSource, plan: Plan, tile: Box, e: int, prev, weights):
+        """One tile-local stage: encode tile + context at pitch ``e`` with the previous map as
+        coarse mask, decode at pitch e/2. Returns (prob (1,1,h,w), its box)."""
+        prev_map, prev_box, prev_pitch = prev
+        d = decode_pitch(e)
+        box = plan.stage_box(tile, e)
+        crop = torch.from_numpy(image.read(box)).permute(2, 0, 1)[None].to(self.device)
+        coarse_e = resample(prev_map, prev_box, prev_pitch, box, e).clamp_(0, 1)
+        coarse_d = resample(prev_map, prev_box, prev_pitch, box, d).clamp_(0, 1)
+        with self._amp():
+            enc = self.model.encode(_pool(crop, e), coarse_e, weights=weights)
+            prob = self._decode(enc, _pool(crop, d), coarse_d, plan.band_radius(prev_pitch, d))
+        return prob, box
 
     # -- decoding ---------------------------------------------------------------------------
     def _decode(self, enc, rgb, coarse, radius: int) -> torch.Tensor:

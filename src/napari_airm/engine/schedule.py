@@ -47,9 +47,25 @@ class Plan:
         return math.ceil(self.height / p), math.ceil(self.width / p)
 
     def tiles(self) -> list[Box]:
-        t = self.tile
-        return [(y, min(y + t, self.height), x, min(x + t, self.width))
-                for y in range(0, self.height, t) for x in range(0, self.width, t)]
+        """Output tiles (full resolution, ``tile`` pixels a side)."""
+        return self.tiles_within((0, self.height, 0, self.width), self.tile)
+
+    def tiles_within(self, box: Box, size: int) -> list[Box]:
+        y0, y1, x0, x1 = box
+        y1, x1 = min(y1, self.height), min(x1, self.width)
+        return [(y, min(y + size, y1), x, min(x + size, x1))
+                for y in range(y0, y1, size) for x in range(x0, x1, size)]
+
+    def level_tile(self, level: int) -> int:
+        """Tile side (full-resolution pixels) of tile-local stage ``level``: the same number of
+        stage pixels at every stage, so coarse stages see as much context as fine ones."""
+        return self.tile * self.stage_pitches[level] // self.stage_pitches[-1]
+
+    def reach(self, prev_pitch: int, encode_pitch: int) -> int:
+        """How far (full-resolution pixels) a stage's band can reach from the previous map's
+        boundary: tiles farther from every boundary are filled, not computed."""
+        d = decode_pitch(encode_pitch)
+        return (self.band_radius(prev_pitch, d) + 2) * d + 2 * prev_pitch
 
     def stage_box(self, tile: Box, pitch: int) -> Box:
         """The region a tile-local stage encodes: the tile plus context, on the stage lattice.
@@ -120,15 +136,11 @@ def band_mask(prob: np.ndarray, radius: int) -> np.ndarray:
     return cv2.dilate(fg, kernel) != cv2.erode(fg, kernel)
 
 
-def is_uniform(p0: np.ndarray, plan: Plan, tile: Box) -> bool:
-    """True when no stage can change ``tile``: the global map (at the global decode pitch)
-    has no boundary within reach of the first tile-local stage's band."""
-    if not plan.stage_pitches:
-        return False
-    p = plan.global_decode_pitch
-    d1 = decode_pitch(plan.stage_pitches[0])
-    reach = (plan.band_radius(p, d1) + 2) * d1 + 2 * p
+def is_uniform(prob: np.ndarray, prob_box: Box, pitch: int, tile: Box, reach: int) -> bool:
+    """True when ``prob`` (a map at ``pitch`` covering ``prob_box``) has no boundary within
+    ``reach`` full-resolution pixels of ``tile``: then no later stage can change the tile."""
     y0, y1, x0, x1 = tile
-    cells = p0[max(0, (y0 - reach) // p): (y1 + reach) // p + 1,
-               max(0, (x0 - reach) // p): (x1 + reach) // p + 1]
-    return bool((cells > 0.5).all() or (cells < 0.5).all())
+    oy, ox = prob_box[0], prob_box[2]
+    cells = prob[max(0, (y0 - reach - oy) // pitch): max(0, (y1 + reach - oy) // pitch + 1),
+                 max(0, (x0 - reach - ox) // pitch): max(0, (x1 + reach - ox) // pitch + 1)]
+    return cells.size > 0 and bool((cells > 0.5).all() or (cells < 0.5).all())
