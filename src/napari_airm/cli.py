@@ -1,0 +1,559 @@
+"""The ``napari-airm`` command line: refine, demo, evaluate, train, refine-many, bench.
+
+Every subcommand is a thin layer over :mod:`napari_airm.api` (and :mod:`napari_airm.io_utils`
+for files). A problem the user can fix (a missing file, an unreadable image, a size mismatch,
+an existing output) ends the command with exit status 1 and one line on stderr,
+``napari-airm: error: ...``; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+PROG = "napari-airm"
+DEFAULT_DEMO_DIR = "napari-airm-demo"
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, no traceback."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _err(msg: str) -> None:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = str(exc.args[0])
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean 'bad input', not 'bug'."""
+    return (CLIError, ValueError, OSError, FileExistsError, FileNotFoundError, ModuleNotFoundError)
+
+
+def _progress(desc: str, quiet: bool) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm bar driven by ``progress(done, total)`` callbacks (off on non-terminals)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=desc, unit="tile", disable=True if quiet else None, leave=False,
+               file=sys.stderr)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(max(0, done - bar.n))
+
+    return update, bar.close
+
+
+def _check_model(path: str | None) -> str | None:
+    if path is None:
+        return None
+    from .model.io import is_model_dir
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"model folder {p} does not exist")
+    if not is_model_dir(p):
+        raise CLIError(f"{p} is not a model folder (it needs config.yaml and weights.safetensors)")
+    return str(p)
+
+
+def _parse_labels(text: str):
+    if text == "all":
+        return "all"
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise CLIError(f"--labels must be 'all' or comma-separated ids like 1,2,5; got {text!r}") from None
+    if not ids:
+        raise CLIError("--labels needs at least one id")
+    return ids
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise CLIError(f"--size must look like HEIGHTxWIDTH, e.g. 3072x4096; got {text!r}") from None
+    if h < 64 or w < 64:
+        raise CLIError(f"--size must be at least 64x64; got {h}x{w}")
+    return h, w
+
+
+def _pct(v) -> str:
+    return "   n/a" if v is None or v != v else f"{100 * v:6.2f}"
+
+
+def _gain(v) -> str:
+    return "   n/a" if v is None or v != v else f"{100 * v:+6.2f}"
+
+
+def format_summary(report: dict) -> str:
+    """The overall table: IoU and mBA (in %) of coarse, refined and the gain."""
+    lines = [f"{'':<10} {'IoU %':>8} {'mBA %':>8}"]
+    if "coarse" in report:
+        c = report["coarse"]
+        lines.append(f"{'coarse':<10} {_pct(c['iou']):>8} {_pct(c['mba']):>8}")
+    r = report["refined"]
+    lines.append(f"{'refined':<10} {_pct(r['iou']):>8} {_pct(r['mba']):>8}")
+    if "gain" in report:
+        g = report["gain"]
+        lines.append(f"{'gain':<10} {_gain(g['iou']):>8} {_gain(g['mba']):>8}")
+    return "\n".join(lines)
+
+
+def format_per_image(report: dict) -> str:
+    rows = report["per_image"]
+    width = max([len("image")] + [len(str(r["name"])) for r in rows])
+    has_coarse = "coarse" in report
+    head = f"{'image':<{width}} {'IoU %':>8} {'mBA %':>8}"
+    if has_coarse:
+        head += f" {'coarse IoU':>11} {'coarse mBA':>11}"
+    lines = [head]
+    for r in rows:
+        line = f"{str(r['name']):<{width}} {_pct(r['refined_iou']):>8} {_pct(r['refined_mba']):>8}"
+        if has_coarse:
+            line += f" {_pct(r['coarse_iou']):>11} {_pct(r['coarse_mba']):>11}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _write_json(path: str | os.PathLike, data) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+# ----------------------------------------------------------------------------- refine
+
+
+def refine_file(image_path, mask_path, output, *, model=None, device=None, tile: int = 1024,
+                dense: bool = False, overwrite: bool = False, labels="all",
+                threshold: float | None = None, quiet: bool = True) -> dict:
+    """Refine one image/mask file pair into ``output`` (.png, .tif or .zarr), atomically.
+
+    Lazy inputs (zarr stores, large TIFFs) are read tile by tile; a .zarr output is written
+    tile by tile; a large TIFF output goes through a disk-backed array. Returns a small summary.
+    """
+    from . import io_utils
+    from .api import refine
+
+    out_path = io_utils.check_output_path(output, overwrite)
+    image = io_utils.read_image(image_path)
+    coarse, kind = io_utils.read_mask(mask_path, threshold=threshold)
+    if tuple(image.shape[:2]) != tuple(coarse.shape):
+        raise CLIError(f"mask {mask_path} is {coarse.shape[0]}x{coarse.shape[1]} but image "
+                       f"{image_path} is {image.shape[0]}x{image.shape[1]}; they must be the same size")
+    if labels != "all" and kind != "labels":
+        raise CLIError("--labels selects ids of a label image, but the mask is binary")
+    h, w = coarse.shape
+    out_dtype = io_utils.output_dtype(kind, coarse.dtype)
+    suffix = io_utils.suffix_of(out_path)
+    progress, close = _progress("refine", quiet)
+    kwargs = dict(model=model, device=device, tile=tile, dense=dense, progress=progress)
+    if kind == "labels":
+        kwargs["labels"] = labels
+    t0 = time.perf_counter()
+    try:
+        with io_utils.atomic_output(out_path, overwrite) as tmp:
+            if suffix in io_utils.ZARR_SUFFIXES:
+                out = io_utils.create_zarr(tmp, (h, w), out_dtype, tile)
+                refine(image, coarse, out=out, **kwargs)
+            elif suffix in io_utils.TIFF_SUFFIXES and h * w > io_utils.MEMMAP_PIXELS:
+                with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".napari-airm-") as td:
+                    out = io_utils.create_memmap(td, (h, w), out_dtype)
+                    refine(image, coarse, out=out, **kwargs)
+                    io_utils.write_mask(tmp, out, kind, tile=tile)
+                    del out
+            else:
+                result = refine(image, coarse, **kwargs)
+                io_utils.write_mask(tmp, result, kind, tile=tile)
+    finally:
+        close()
+    return {"output": str(out_path), "height": h, "width": w, "kind": kind,
+            "seconds": time.perf_counter() - t0}
+
+
+def cmd_refine(args) -> int:
+    summary = refine_file(args.image, args.mask, args.output, model=_check_model(args.model),
+                          device=args.device, tile=args.tile, dense=args.dense,
+                          overwrite=args.overwrite, labels=_parse_labels(args.labels),
+                          threshold=args.threshold, quiet=args.quiet)
+    print(f"wrote {summary['output']} ({summary['height']}x{summary['width']} {summary['kind']} mask) "
+          f"in {summary['seconds']:.1f} s")
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args) -> int:
+    import numpy as np
+
+    from . import io_utils
+    from ._sample_data import make_sample
+    from .api import evaluate, load_model, refine, resolve_device
+
+    h, w = _parse_size(args.size)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    t0 = time.perf_counter()
+    image, coarse, gt = make_sample(h, w, seed=args.seed)
+    t_sample = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = load_model(_check_model(args.model), device=str(device))
+    t_model = time.perf_counter() - t0
+    progress, close = _progress("refine", args.quiet)
+    t0 = time.perf_counter()
+    try:
+        refined = refine(image, coarse, model=model, device=str(device), tile=args.tile, progress=progress)
+    finally:
+        close()
+    t_refine = time.perf_counter() - t0
+    refined = np.asarray(refined).astype(bool, copy=False)
+    report = evaluate(refined, gt, coarse=coarse, names=["sample"])
+
+    files = {"refined": out_dir / "refined.png", "coarse": out_dir / "coarse.png",
+             "ground_truth": out_dir / "ground_truth.png", "image": out_dir / "image.jpg"}
+    for key, arr in (("refined", refined), ("coarse", coarse), ("ground_truth", gt)):
+        with io_utils.atomic_output(files[key], overwrite=True) as tmp:
+            io_utils.write_mask(tmp, arr, "binary")
+    with io_utils.atomic_output(files["image"], overwrite=True) as tmp:
+        io_utils.write_image(tmp, image)
+
+    model_name = f"model {args.model}" if args.model else "the bundled default model"
+    print(f"napari-airm demo: procedural {h}x{w} sample (seed {args.seed}), {model_name}, "
+          f"device {device}, tile {args.tile}")
+    print()
+    print(format_summary(report))
+    print()
+    print(f"wall time: refine {t_refine:.1f} s ({h * w / 1e6 / max(t_refine, 1e-9):.1f} Mpx/s); "
+          f"model load {t_model:.1f} s; sample generation {t_sample:.1f} s")
+    print(f"refined mask: {files['refined']}")
+    print(f"also written: {files['image']}, {files['coarse']}, {files['ground_truth']}")
+    if args.json:
+        _write_json(args.json, {**report, "size": [h, w], "seed": args.seed, "device": str(device),
+                                "seconds": {"refine": t_refine, "model_load": t_model,
+                                            "sample": t_sample}})
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _read_masks(paths, what: str):
+    from . import io_utils
+
+    return [io_utils.read_binary_mask(p) for p in paths]
+
+
+def cmd_evaluate(args) -> int:
+    from . import io_utils
+    from .api import evaluate
+
+    pairs, missing = io_utils.match_by_stem(args.pred, args.gt)
+    names = [n for n, _, _ in pairs]
+    coarse_paths = None
+    if args.coarse:
+        cpairs, cmissing = io_utils.match_by_stem(args.coarse, args.gt, ("coarse mask", "ground truth"))
+        by_name = {n: c for n, c, _ in cpairs}
+        if len(pairs) == 1 and len(cpairs) == 1:
+            by_name = {names[0]: cpairs[0][1]}
+        lacking = [n for n in names if n not in by_name]
+        if lacking:
+            raise CLIError(f"no coarse mask for {len(lacking)} prediction(s) in {args.coarse} "
+                           f"(first: {', '.join(lacking[:3])})")
+        coarse_paths = [by_name[n] for n in names]
+    if missing:
+        print(f"note: {len(missing)} file(s) without a partner were left out "
+              f"(first: {', '.join(missing[:3])})", file=sys.stderr)
+    preds = _read_masks([p for _, p, _ in pairs], "prediction")
+    gts = _read_masks([g for _, _, g in pairs], "ground truth")
+    coarse = _read_masks(coarse_paths, "coarse mask") if coarse_paths else None
+    for i, name in enumerate(names):
+        if preds[i].shape != gts[i].shape:
+            raise CLIError(f"{name}: prediction is {preds[i].shape[0]}x{preds[i].shape[1]} but ground "
+                           f"truth is {gts[i].shape[0]}x{gts[i].shape[1]}")
+        if coarse is not None and coarse[i].shape != gts[i].shape:
+            raise CLIError(f"{name}: coarse mask is {coarse[i].shape[0]}x{coarse[i].shape[1]} but "
+                           f"ground truth is {gts[i].shape[0]}x{gts[i].shape[1]}")
+    report = evaluate(preds, gts, coarse=coarse, names=names)
+    print(f"{len(names)} image(s); IoU = total intersection / total union, mBA = mean over images")
+    print(format_summary(report))
+    if not args.no_per_image:
+        print()
+        print(format_per_image(report))
+    if args.json:
+        _write_json(args.json, report)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _resolve_config(text: str) -> Path:
+    p = Path(text)
+    if p.is_dir():
+        p = p / "config.yaml"
+    if p.is_file():
+        return p
+    recipes = Path(__file__).resolve().parent / "training" / "recipes"
+    candidate = recipes / f"{text}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(sorted(r.stem for r in recipes.glob("*.yaml"))) or "none"
+    raise CLIError(f"training config {text} does not exist (give a YAML file, a model folder, "
+                   f"or a bundled recipe name: {known})")
+
+
+def cmd_train(args) -> int:
+    from .api import train
+
+    config = _resolve_config(args.config)
+    if not Path(args.data).is_dir():
+        raise CLIError(f"training data folder {args.data} does not exist")
+    if args.val and not Path(args.val).is_dir():
+        raise CLIError(f"validation folder {args.val} does not exist")
+    init = _check_model(args.init)
+    result = train(config, args.data, args.out, val=args.val, resume=args.resume, init=init,
+                   max_steps=args.max_steps, device=args.device, progress=not args.quiet)
+    print(f"trained {result.steps} steps; model written to {result.model_dir}")
+    if result.last_val:
+        for mode, r in result.last_val.items():
+            if isinstance(r, dict) and "refined" in r:
+                print(f"validation {mode}:")
+                print(format_summary(r))
+    return 0
+
+
+# ----------------------------------------------------------------------------- refine-many
+
+
+def _collect_pairs(args) -> list[tuple[Path, Path]]:
+    from . import io_utils
+
+    pairs: list[tuple[Path, Path]] = []
+    if args.pairs:
+        if len(args.pairs) % 2:
+            raise CLIError("give IMAGE MASK pairs (an even number of paths), or --images/--masks folders")
+        it = iter(args.pairs)
+        pairs += [(Path(i), Path(m)) for i, m in zip(it, it)]
+    if args.images or args.masks:
+        if not (args.images and args.masks):
+            raise CLIError("--images and --masks go together")
+        matched, missing = io_utils.match_by_stem(args.images, args.masks, ("image", "mask"))
+        if missing:
+            print(f"note: {len(missing)} file(s) without a partner were left out "
+                  f"(first: {', '.join(missing[:3])})", file=sys.stderr)
+        pairs += [(i, m) for _, i, m in matched]
+    if not pairs:
+        raise CLIError("nothing to refine: give IMAGE MASK pairs or --images DIR --masks DIR")
+    for image, mask in pairs:
+        for p, what in ((image, "image"), (mask, "mask")):
+            if not p.exists():
+                raise CLIError(f"{what} {p} does not exist")
+    return pairs
+
+
+def cmd_refine_many(args) -> int:
+    from .api import refine_many
+
+    pairs = _collect_pairs(args)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    outputs = refine_many(pairs, out_dir, model=_check_model(args.model), scheduler=args.scheduler,
+                          tile=args.tile, dense=args.dense, device=args.device)
+    for p in outputs:
+        print(p)
+    print(f"refined {len(outputs)} of {len(pairs)} image(s) into {out_dir} in "
+          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def cmd_bench(args) -> int:
+    try:
+        from .engine.bench import run_bench
+    except ImportError as exc:
+        if getattr(exc, "name", None) in ("napari_airm.engine.bench", None) or "run_bench" in str(exc):
+            raise CLIError("the speed benchmark (napari_airm.engine.bench.run_bench) is not available "
+                           "in this installation") from exc
+        raise
+    if args.image is not None and not Path(args.image).exists():
+        raise CLIError(f"image {args.image} does not exist")
+    run_bench(image=args.image, size=args.zarr_size, tile=args.tile, device=args.device, out=print)
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback on errors")
+    engine = argparse.ArgumentParser(add_help=False)
+    engine.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
+    engine.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
+    engine.add_argument("--tile", type=_positive_int, default=1024, metavar="N",
+                        help="tile side in pixels (memory bound; default 1024)")
+    engine.add_argument("--dense", action="store_true",
+                        help="decode every pixel, not only the uncertain band (slower; for checks)")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common],
+        description="Refine coarse segmentation masks of ultra-high-resolution images with AIRM.",
+        epilog="Run 'napari-airm demo' for a first look; 'napari-airm COMMAND -h' for details.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("refine", parents=[common, engine, quiet], help="refine one image's coarse mask",
+                       description="Refine MASK of IMAGE into OUT. Formats: .png .jpg .tif .zarr in; "
+                                   ".png .tif .zarr out (zarr is read and written tile by tile). "
+                                   "Label images (many ids) stay label images.")
+    p.add_argument("image", metavar="IMAGE", help="RGB / grey image: .png .jpg .tif .zarr")
+    p.add_argument("mask", metavar="MASK", help="coarse mask: binary (0/1, 0/255, bool) or labels")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="refined mask: .png .tif .zarr")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--labels", default="all", metavar="IDS",
+                   help="label ids to refine, e.g. 1,4 (default: all)")
+    p.add_argument("--threshold", type=float, metavar="T",
+                   help="binarise the mask at T (foreground where value > T), e.g. for soft masks")
+    p.set_defaults(func=cmd_refine)
+
+    p = sub.add_parser("demo", parents=[common, engine, quiet],
+                       help="refine the bundled procedural UHR sample and score it",
+                       description="Refine the bundled procedural ultra-high-resolution sample with "
+                                   "the bundled model; print IoU/mBA of coarse vs refined and the "
+                                   "wall time; write the masks as PNG.")
+    p.add_argument("--size", default="3072x4096", metavar="HxW", help="sample size (default 3072x4096)")
+    p.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
+    p.add_argument("-o", "--output", default=DEFAULT_DEMO_DIR, metavar="DIR",
+                   help=f"folder for the results (default ./{DEFAULT_DEMO_DIR})")
+    p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("evaluate", parents=[common], help="IoU and mBA of predictions against ground truth",
+                       description="Score PRED against GT (files, or folders matched by file stem). "
+                                   "IoU is total intersection / total union; mBA is CascadePSP's mean "
+                                   "boundary accuracy, averaged over images. 8-bit soft masks are "
+                                   "thresholded at 127, label images count every id as foreground.")
+    p.add_argument("pred", metavar="PRED", help="predicted mask file or folder")
+    p.add_argument("gt", metavar="GT", help="ground-truth mask file or folder")
+    p.add_argument("--coarse", metavar="C", help="coarse masks (file or folder) to report the gain")
+    p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--no-per-image", action="store_true", help="print only the overall table")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", parents=[common], help="train or fine-tune a model",
+                       description="Train a model from image/mask folders (images/NAME.*, masks/NAME.png).")
+    p.add_argument("--config", required=True, metavar="CFG",
+                   help="training YAML, a model folder (its recipe), or a bundled recipe name "
+                        "(cpu-default)")
+    p.add_argument("--data", required=True, metavar="DIR", help="training folder (images/, masks/)")
+    p.add_argument("--val", metavar="DIR", help="validation folder (images/, masks/)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, log, model/)")
+    p.add_argument("--max-steps", type=_positive_int, metavar="N", help="override the recipe's steps")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--init", metavar="MODEL", help="fine-tune from this model folder")
+    p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    for name, aliases in (("refine-many", ["batch"]),):
+        p = sub.add_parser(name, aliases=aliases, parents=[common, engine],
+                           help="refine many images as dask tasks",
+                           description="Refine many image/mask pairs with dask.distributed (a local "
+                                       "cluster, or --scheduler ADDRESS). Give IMAGE MASK pairs, or "
+                                       "--images and --masks folders matched by file stem.")
+        p.add_argument("pairs", nargs="*", metavar="IMAGE MASK", help="image and mask paths, in pairs")
+        p.add_argument("--images", metavar="DIR", help="folder of images")
+        p.add_argument("--masks", metavar="DIR", help="folder of coarse masks (same stems)")
+        p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the results")
+        p.add_argument("--scheduler", metavar="ADDRESS",
+                       help="dask scheduler address, e.g. tcp://host:8786 (default: a local cluster)")
+        p.set_defaults(func=cmd_refine_many)
+
+    p = sub.add_parser("bench", parents=[common], help="speed and memory of the engine",
+                       description="Time the engine on an image or on a synthetic zarr image.")
+    p.add_argument("--image", metavar="PATH", help="image to time (default: a synthetic one)")
+    p.add_argument("--zarr-size", type=_positive_int, metavar="N",
+                   help="side of the synthetic zarr image in pixels")
+    p.add_argument("--tile", type=_positive_int, default=1024, metavar="N", help="tile side (default 1024)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``napari-airm`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:  # e.g. 'napari-airm evaluate ... | head'
+        return 0
+    except Exception as exc:  # every failure is one line unless --debug
+        if debug:
+            raise
+        if isinstance(exc, _expected_errors()) or type(exc).__name__ in ("InputError", "Cancelled",
+                                                                         "TrainingCancelled"):
+            _err(_one_line(exc))
+        else:
+            _err(f"{type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
