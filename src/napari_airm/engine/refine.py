@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.airm import AIRM
+from ..model.fuse import inference_copy
 from .errors import Cancelled, InputError
 from .labels import refine_labels, scan_mask
 from .schedule import Box, Plan, band_mask, decode_pitch, is_uniform, make_plan, resample
@@ -34,7 +35,8 @@ class BinaryRefiner:
 
     def __init__(self, model: AIRM, device: torch.device, *, dense: bool = False,
                  tile: int = 1024, global_side: int = 512, context: int = 32, global_band: int = 32):
-        self.model, self.device, self.dense = model, device, dense
+        self.model = inference_copy(model).to(device)  # BN folded, channels-last; caller's model untouched
+        self.device, self.dense = device, dense
         self.tile, self.global_side, self.context, self.global_band = tile, global_side, context, global_band
         self.autocast = device.type == "cuda"
 
@@ -115,7 +117,7 @@ class BinaryRefiner:
         rgb_e, mask_e, rgb_d = rgb_e.to(self.device), mask_e.to(self.device), rgb_d.to(self.device)
         coarse_d = resample(mask_e, box, p, box, d).clamp_(0, 1)
         with self._amp():
-            enc = self.model.encode(rgb_e, mask_e)
+            enc = self.model.encode(rgb_e, mask_e, check=False)
             radius = max(plan.global_band, plan.band_radius(p, d))
             prob = self._decode(enc, rgb_d, coarse_d, radius)
         return prob, box, enc.weights
@@ -130,7 +132,7 @@ class BinaryRefiner:
         coarse_e = resample(prev_map, prev_box, prev_pitch, box, e).clamp_(0, 1)
         coarse_d = resample(prev_map, prev_box, prev_pitch, box, d).clamp_(0, 1)
         with self._amp():
-            enc = self.model.encode(_pool(crop, e), coarse_e, weights=weights)
+            enc = self.model.encode(_pool(crop, e), coarse_e, weights=weights, check=False)
             prob = self._decode(enc, _pool(crop, d), coarse_d, plan.band_radius(prev_pitch, d))
         return prob, box
 

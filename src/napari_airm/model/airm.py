@@ -69,6 +69,16 @@ class AIRM(nn.Module):
         self.affinity = (AffinityHead(self.encoder.num_heads, cfg.affinity_hidden)
                          if cfg.affinity else None)
 
+    channels_last = False
+
+    def use_channels_last(self) -> "AIRM":
+        """Store conv weights (and feed inputs) channels-last: 2× faster convolutions on CPU
+        (oneDNN). Numerically the same network; idempotent."""
+        if not self.channels_last:
+            self.to(memory_format=torch.channels_last)
+            self.channels_last = True
+        return self
+
     # -- initialisation ------------------------------------------------------------------
     def init_encoder_weights(self) -> None:
         """Load the encoder's starting weights named by ``cfg.encoder_init`` (training only)."""
@@ -88,10 +98,16 @@ class AIRM(nn.Module):
         return self.hyper(feat, self.shared)
 
     def encode(self, rgb: torch.Tensor, mask: torch.Tensor, *, weights: ImplicitWeights | None = None,
-               want_pairs: bool = False) -> Encoded:
-        """Encode RGB (B,3,h,w) in [0,1] and a coarse mask (B,1,h,w) in [0,1]."""
-        _check_pair(rgb, mask)
-        feat, pairs = self.encoder(normalise(rgb, mask), want_pairs=want_pairs)
+               want_pairs: bool = False, check: bool = True) -> Encoded:
+        """Encode RGB (B,3,h,w) in [0,1] and a coarse mask (B,1,h,w) in [0,1].
+
+        ``check=False`` skips input validation (for callers that validated already)."""
+        if check:
+            _check_pair(rgb, mask)
+        x = normalise(rgb, mask)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        feat, pairs = self.encoder(x, want_pairs=want_pairs)
         if weights is None:
             weights = self.implicit_weights(feat)
         elif weights.weights[0].shape[0] != feat.shape[0]:

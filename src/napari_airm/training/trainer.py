@@ -117,6 +117,7 @@ def train(config: TrainConfig | str | Path, data: str | Path, out: str | Path, *
         dataset, batch_sampler=StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.max_steps),
         num_workers=cfg.workers, persistent_workers=False)
     log_path = out / "log.csv"
+    _truncate_log(log_path, start)
     log_file = open(log_path, "a", newline="")
     log = csv.writer(log_file)
     if log_path.stat().st_size == 0:
@@ -182,6 +183,15 @@ def train(config: TrainConfig | str | Path, data: str | Path, out: str | Path, *
     model_dir = save_model(model.eval(), out / "model", train_config=cfg.to_dict(),
                            metadata={"steps": step, "val": last_val})
     return TrainResult(out, model_dir, step, last_val)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """A resumed run replays the steps after its checkpoint: drop their old log rows."""
+    if not path.is_file():
+        return
+    rows = path.read_text().splitlines()
+    keep = [r for r in rows[1:] if r and int(r.split(",", 1)[0]) <= step]
+    path.write_text("\n".join(rows[:1] + keep) + "\n" if rows else "")
 
 
 def _format_val(report: dict) -> str:
