@@ -53,8 +53,10 @@ def save_model(model: AIRM, directory: str | os.PathLike, *, half: bool = True,
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    config = {"format": FORMAT, "version": 1, "model": model.cfg.to_dict(),
-              "metadata": metadata or {}}
+    config: dict[str, Any] = {"format": FORMAT, "version": 1, "model": model.cfg.to_dict()}
+    if train_config is not None:  # the recipe, so the folder doubles as a training config
+        config["train"] = {k: v for k, v in train_config.items() if k != "model"}
+    config["metadata"] = json.loads(json.dumps(metadata or {}))  # plain types only
     _atomic_write(out / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
     _atomic_write(out / CONFIG_FILE, lambda p: Path(p).write_text(yaml.safe_dump(config, sort_keys=False)))
     return out
@@ -95,6 +97,7 @@ def _atomic_write(target: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; model files are meant to be shared
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
