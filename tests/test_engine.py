@@ -194,3 +194,11 @@ def test_bundled_model_fast_matches_dense_on_real_images(bundled_model, duts_val
         inter_f += np.count_nonzero(fast & dense)
         union_f += np.count_nonzero(fast | dense)
     assert 100 * inter_f / union_f >= 99.8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_cuda_half_precision_matches_cpu(bundled_model):
+    image, _, coarse = scene(1024, 1280, seed=7)
+    cpu = refine_array(image, coarse, bundled_model, device=CPU, tile=512)
+    gpu = refine_array(image, coarse, bundled_model, device=torch.device("cuda"), tile=512)
+    assert (cpu == gpu).mean() >= 0.999
