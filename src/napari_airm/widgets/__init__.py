@@ -1,0 +1,6 @@
+"""napari widgets: thin front ends over ``napari_airm.api`` (refine, evaluate, retrain)."""
+from .evaluate import EvaluateWidget
+from .refine import RefineWidget
+from .retrain import RetrainWidget
+
+__all__ = ["RefineWidget", "EvaluateWidget", "RetrainWidget"]

@@ -1,0 +1,88 @@
+"""The Refine widget's worker: a request built on the GUI thread, ``run_refine`` (off it, or
+synchronously in scripts and benchmarks) calling ``napari_airm.api.refine``, and its result.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _layers as L
+
+NEW, IN_PLACE = "new layer", "in place"
+
+
+@dataclass
+class RefineRequest:
+    """Everything the worker needs; built on the GUI thread by ``RefineWidget.make_request``."""
+
+    image: Any
+    coarse: Any = None  # array, or None when ``make_coarse`` rasterises shapes in the worker
+    make_coarse: Callable[[], np.ndarray] | None = None
+    labels: Any = "all"
+    model: Path | None = None
+    device: str | None = None
+    tile: int = 1024
+    dense: bool = False
+    mode: str = NEW
+    dtype: Any = np.uint8
+    snapshot: np.ndarray | None = None  # in place: the layer's data when the run started
+    target: Any = None  # the Labels layer to edit in place
+    source_name: str = "coarse"
+    layer_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class RefineResult:
+    labels: np.ndarray | None = None  # new layer
+    indices: tuple | None = None  # in place: changed pixels ...
+    values: np.ndarray | None = None  # ... and their new values
+    seconds: float = 0.0
+
+
+def _label_values(result: np.ndarray, coarse, labels, dtype) -> np.ndarray:
+    """The engine's output as a label image of ``dtype`` (bool masks get the object's id)."""
+    if result.dtype != bool:
+        return result.astype(dtype, copy=False)
+    if labels == "all":
+        value = max(1, L.max_value(coarse))
+        out = result.astype(dtype)
+        return out * dtype(value) if value != 1 else out
+    ids = [labels] if np.isscalar(labels) else list(labels)
+    out = np.array(coarse, dtype=dtype)  # keep the other objects as they are
+    out[np.isin(out, ids) & ~result] = 0
+    out[result & ~np.isin(out, ids)] = ids[0]
+    return out
+
+
+def run_refine(req: RefineRequest, report: Callable = lambda d, t, i=None: None,
+               cancelled: Callable[[], bool] = lambda: False) -> RefineResult:
+    """The worker: checks, ``api.refine``, then the new layer data or the in-place diff."""
+    from .. import api
+
+    t0 = time.perf_counter()
+    coarse = req.coarse if req.coarse is not None else req.make_coarse()
+    ids = [] if req.labels == "all" else [req.labels] if np.isscalar(req.labels) else list(req.labels)
+    if not ids and not L.any_nonzero(coarse):
+        raise L.LayerError(f"the coarse mask '{req.source_name}' is empty: draw or import a rough "
+                           f"mask of the object first")
+    for i in ids:
+        if not L.any_nonzero(coarse, i):
+            raise L.LayerError(f"label {i} does not occur in '{req.source_name}': pick an id that is "
+                               f"painted (or choose 'all ids')")
+    labels = ids[0] if len(ids) == 1 else (ids or "all")
+    result = api.refine(req.image, coarse, model=req.model, device=req.device, tile=req.tile,
+                        dense=req.dense, labels=labels, progress=lambda d, t: report(d, t),
+                        cancel=cancelled)
+    if cancelled():
+        from ..engine.errors import Cancelled
+
+        raise Cancelled("cancelled")
+    out = _label_values(np.asarray(result), coarse, labels, np.dtype(req.dtype).type)
+    if req.mode == IN_PLACE:
+        changed = np.nonzero(out != req.snapshot)
+        return RefineResult(indices=changed, values=out[changed], seconds=time.perf_counter() - t0)
+    return RefineResult(labels=out, seconds=time.perf_counter() - t0)

@@ -1,0 +1,151 @@
+"""Run a function off the GUI thread with progress, cancel and clean error reporting.
+
+``fn(report, cancelled)`` runs in a napari worker thread. ``report(done, total, info=None)``
+may be called from that thread; it reaches ``on_progress`` on the GUI thread (queued, in
+order, before the result). ``cancelled()`` is True once :meth:`BackgroundJob.cancel` was
+called. Exceptions never escape as tracebacks: expected ones (bad input, cancel) become a
+message, unexpected ones a message plus a log record with the traceback.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from qtpy.QtCore import QObject, Signal
+
+log = logging.getLogger("napari_airm.widgets")
+
+
+def avoid_llvm_clash() -> None:
+    """Keep torch from importing triton once Mesa's OpenGL driver has loaded its own LLVM.
+
+    Both bring an LLVM; loading triton's after Mesa's (llvmpipe under a virtual display, or
+    radeonsi) segfaults the napari process. napari-airm never uses ``torch.compile``, so when
+    ``libLLVM`` is already mapped and triton is not yet imported, torch runs without triton.
+    Call on the GUI thread before anything imports torch or timm.
+    """
+    if "triton" in sys.modules or not sys.platform.startswith("linux"):
+        return
+    try:
+        with open("/proc/self/maps") as f:
+            clash = "libLLVM" in f.read()
+    except OSError:
+        return
+    if clash:
+        sys.modules["triton"] = None  # ``import triton`` now raises ImportError: torch skips it
+        log.info("napari-airm: OpenGL driver loaded LLVM; torch will run without triton")
+
+
+@dataclass
+class Outcome:
+    value: Any = None
+    error: str | None = None
+    cancelled: bool = False
+
+
+def _cancel_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = []
+    try:
+        from ..engine.errors import Cancelled
+
+        types.append(Cancelled)
+    except ImportError:  # the engine is not there (yet)
+        pass
+    try:
+        from ..training import TrainingCancelled
+
+        types.append(TrainingCancelled)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line message for the user (no traceback)."""
+    if isinstance(exc, MemoryError):
+        return "out of memory: try a smaller tile size or close other layers"
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, (ValueError, FileNotFoundError, FileExistsError, TypeError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+class _Bridge(QObject):
+    progress = Signal(int, int, object)
+
+
+class BackgroundJob:
+    """One background run. Keep a reference until ``on_finish`` was called."""
+
+    def __init__(self, fn: Callable[[Callable, Callable[[], bool]], Any], *,
+                 on_finish: Callable[[Outcome], None],
+                 on_progress: Callable[[int, int, object], None] | None = None) -> None:
+        from napari.qt.threading import create_worker
+
+        avoid_llvm_clash()
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._bridge = _Bridge()
+        if on_progress is not None:
+            self._bridge.progress.connect(on_progress)
+        self._on_finish = on_finish
+        self.outcome: Outcome | None = None
+        self.worker = create_worker(self._run, fn, _start_thread=False, _ignore_errors=True,
+                                    _connect={"returned": self._finished})
+        self.worker.finished.connect(self._worker_finished)
+
+    # -- any thread ---------------------------------------------------------------------------
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Cancel pressed, or napari asked the worker to quit (e.g. the viewer is closing)."""
+        return self._cancel.is_set() or self.worker.abort_requested
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def report(self, done: int, total: int, info: object = None) -> None:
+        self._bridge.progress.emit(int(done), int(total), info)
+
+    # -- worker thread ------------------------------------------------------------------------
+    def _run(self, fn) -> Outcome:
+        try:
+            value = fn(self.report, lambda: self.cancel_requested)
+        except _cancel_types():
+            return Outcome(cancelled=True)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never a dialog
+            if not isinstance(exc, (ValueError, FileNotFoundError, FileExistsError)):
+                log.exception("napari-airm background job failed")
+            return Outcome(error=describe_error(exc))
+        if self.cancel_requested:  # cancelled after the last check: throw the result away
+            return Outcome(cancelled=True)
+        return Outcome(value=value)
+
+    # -- GUI thread ---------------------------------------------------------------------------
+    def start(self) -> "BackgroundJob":
+        self.worker.start()
+        return self
+
+    def _worker_finished(self) -> None:
+        if self.outcome is None:  # napari quit the worker: no result was delivered
+            self._finished(Outcome(cancelled=True))
+        self._done.set()
+
+    def _finished(self, outcome: Outcome) -> None:
+        if self.cancel_requested and outcome.error is None:
+            outcome = Outcome(cancelled=True)  # Cancel pressed while the result was on its way
+        self.outcome = outcome
+        self._done.set()
+        try:
+            self._on_finish(outcome)
+        except Exception as exc:  # noqa: BLE001 - a message, never a traceback dialog
+            from napari.utils.notifications import show_error
+
+            log.exception("napari-airm: applying a result failed")
+            show_error(f"napari-airm: {describe_error(exc)}")

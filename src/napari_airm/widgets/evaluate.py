@@ -1,0 +1,243 @@
+"""Evaluate widget: prediction vs ground truth (and optional coarse) Labels → IoU / mBA table,
+boundary accuracy per radius plot, CSV copy/export. Numbers come from ``napari_airm.api.evaluate``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from functools import partial
+from typing import Callable
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, PushButton
+from qtpy.QtWidgets import (QAbstractItemView, QApplication, QFileDialog, QTableWidget,
+                            QTableWidgetItem, QVBoxLayout, QWidget)
+
+from . import _layers as L
+from ._plot import RadiusPlot
+from ._worker import BackgroundJob, Outcome, avoid_llvm_clash
+
+NONE = "(none)"
+COLUMNS = ["object", "iou", "mba", "coarse_iou", "coarse_mba", "gain_iou", "gain_mba"]
+
+
+def _ids(*arrays) -> list[int]:
+    return sorted({i for a in arrays if a is not None for i in L.label_ids(a)})
+
+
+def evaluate_arrays(pred, gt, coarse=None, report: Callable = lambda d, t, i=None: None,
+                    cancelled: Callable[[], bool] = lambda: False) -> dict:
+    """Per id, all ids together (total intersection / total union, mean mBA) and foreground.
+
+    Returns ``{"rows": [...], "radii": [...]}``; each row has the columns of ``COLUMNS`` plus
+    ``ba_per_radius`` (and ``coarse_ba_per_radius``), all as fractions.
+    """
+    from .. import api
+    from ..metrics import boundary_radii
+
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    coarse = None if coarse is None else np.asarray(coarse)
+    ids = _ids(pred, gt)
+    if not ids:
+        raise L.LayerError("both the prediction and the ground truth are empty: nothing to measure")
+    rows, inter, union = [], 0, 0
+    for k, i in enumerate(ids):
+        if cancelled():
+            from ..engine.errors import Cancelled
+
+            raise Cancelled("cancelled")
+        report(k, len(ids) + 1)
+        p, g = pred == i, gt == i
+        rows.append(_row(api.evaluate(p, g, None if coarse is None else coarse == i), f"id {i}"))
+        inter, union = inter + int(np.count_nonzero(p & g)), union + int(np.count_nonzero(p | g))
+    if len(ids) > 1:
+        agg = {"object": "all ids", "iou": 1.0 if union == 0 else inter / union,
+               "mba": float(np.mean([r["mba"] for r in rows]))}
+        if coarse is not None:
+            agg["coarse_iou"], agg["coarse_mba"] = _coarse_aggregate(coarse, gt, ids, rows)
+            agg["gain_iou"], agg["gain_mba"] = agg["iou"] - agg["coarse_iou"], agg["mba"] - agg["coarse_mba"]
+        rows.append(agg)
+        fg = api.evaluate(pred > 0, gt > 0, None if coarse is None else coarse > 0)
+        rows.append(_row(fg, "foreground (any id)"))
+    report(len(ids) + 1, len(ids) + 1)
+    return {"rows": rows, "radii": boundary_radii(*gt.shape)}
+
+
+def _coarse_aggregate(coarse, gt, ids, rows) -> tuple[float, float]:
+    inter = sum(int(np.count_nonzero((coarse == i) & (gt == i))) for i in ids)
+    union = sum(int(np.count_nonzero((coarse == i) | (gt == i))) for i in ids)
+    return (1.0 if union == 0 else inter / union), float(np.mean([r["coarse_mba"] for r in rows]))
+
+
+def _row(rep: dict, name: str) -> dict:
+    one = rep["per_image"][0]
+    row = {"object": name, "iou": one["refined_iou"], "mba": one["refined_mba"],
+           "ba_per_radius": list(one["refined_ba_per_radius"])}
+    if "coarse" in rep:
+        row.update(coarse_iou=one["coarse_iou"], coarse_mba=one["coarse_mba"],
+                   coarse_ba_per_radius=list(one["coarse_ba_per_radius"]),
+                   gain_iou=one["refined_iou"] - one["coarse_iou"],
+                   gain_mba=one["refined_mba"] - one["coarse_mba"])
+    return row
+
+
+def report_csv(report: dict) -> str:
+    radii = report["radii"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS + [f"ba_r{r}" for r in radii] + [f"coarse_ba_r{r}" for r in radii])
+    for row in report["rows"]:
+        w.writerow([row.get(c, "") for c in COLUMNS]
+                   + list(row.get("ba_per_radius", [""] * len(radii)))
+                   + list(row.get("coarse_ba_per_radius", [""] * len(radii))))
+    return buf.getvalue()
+
+
+class EvaluateWidget(QWidget):
+    """Measure a prediction Labels layer against ground truth the way the field reports it."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        avoid_llvm_clash()  # before the first torch/timm import (model lists, training, refine)
+        self.viewer = napari_viewer
+        self.report: dict | None = None
+        self._job: BackgroundJob | None = None
+        self.pred = ComboBox(label="prediction", choices=self._labels_choices)
+        self.gt = ComboBox(label="ground truth", choices=self._labels_choices)
+        self.coarse = ComboBox(label="coarse (optional)",
+                               choices=lambda w: [(NONE, None)] + self._labels_choices())
+        self.run_button = PushButton(text="Evaluate")
+        self.copy_button = PushButton(text="Copy CSV", enabled=False)
+        self.export_button = PushButton(text="Export CSV…", enabled=False)
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)
+        self.form = Container(widgets=[self.pred, self.gt, self.coarse])
+        self.buttons = Container(widgets=[self.run_button, self.copy_button, self.export_button],
+                                 layout="horizontal", labels=False)
+        self.table = QTableWidget(0, 7)
+        self.table.setHorizontalHeaderLabels(["object", "IoU", "mBA", "coarse IoU", "coarse mBA",
+                                              "Δ IoU", "Δ mBA"])
+        self.table.horizontalHeaderItem(0).setToolTip("all numbers in %; Δ in percentage points")
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.itemSelectionChanged.connect(self._plot_selected)
+        self.table.setMaximumHeight(190)
+        self.plot = RadiusPlot()
+        self.plot.setMinimumHeight(220)
+        layout = QVBoxLayout(self)
+        for w in (self.form.native, self.buttons.native, self.status.native, self.table, self.plot):
+            layout.addWidget(w)
+        layout.addStretch(1)
+        self.run_button.changed.connect(self.run)
+        self.copy_button.changed.connect(self.copy_csv)
+        self.export_button.changed.connect(lambda: self.export_csv())
+        L.follow(self, napari_viewer, self.reset_choices)
+        self.reset_choices()
+
+    def _labels_choices(self, _w=None):
+        from napari.layers import Labels
+
+        return L.layers_of(self.viewer, (Labels,))
+
+    def reset_choices(self, *_):
+        self.form.reset_choices()
+
+    @property
+    def running(self) -> bool:
+        return self._job is not None and self._job.running
+
+    def run(self, *_) -> BackgroundJob | None:
+        from napari.layers import Labels
+
+        if self.running:
+            return None
+        pred, gt, coarse = self.pred.value, self.gt.value, self.coarse.value
+        try:
+            if not isinstance(pred, Labels) or not isinstance(gt, Labels):
+                raise L.LayerError("choose a prediction and a ground-truth Labels layer")
+            if pred is gt:
+                raise L.LayerError("the prediction and the ground truth are the same layer")
+            L.check_same_size(gt, pred)
+            if coarse is not None:
+                L.check_same_size(gt, coarse)
+        except ValueError as exc:
+            self._fail(str(exc))
+            return None
+        self.status.value = "evaluating…"
+        self.run_button.enabled = False
+        fn = partial(evaluate_arrays, L.level0(pred), L.level0(gt),
+                     None if coarse is None else L.level0(coarse))
+        self._job = BackgroundJob(fn, on_finish=self._on_finish).start()
+        return self._job
+
+    def _on_finish(self, outcome: Outcome) -> None:
+        self.run_button.enabled = True
+        if outcome.error is not None:
+            self._fail(outcome.error)
+            return
+        if outcome.cancelled:
+            self.status.value = "cancelled"
+            return
+        self.show_report(outcome.value)
+
+    def show_report(self, report: dict) -> None:
+        self.report = report
+        rows = report["rows"]
+        self.table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            cells = [row["object"]] + [_pct(row.get(c)) for c in COLUMNS[1:5]] \
+                + [_signed(row.get(c)) for c in COLUMNS[5:]]
+            for c, text in enumerate(cells):
+                self.table.setItem(r, c, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+        self.copy_button.enabled = self.export_button.enabled = True
+        last = rows[-1]
+        self.status.value = f"{last['object']}: IoU {100 * last['iou']:.2f}%, mBA {100 * last['mba']:.2f}%"
+        self.table.selectRow(len(rows) - 1)
+        self._plot_selected()
+
+    def _plot_selected(self) -> None:
+        if not self.report:
+            return
+        rows = self.table.selectionModel().selectedRows()
+        row = self.report["rows"][rows[0].row() if rows else -1]
+        if "ba_per_radius" not in row:
+            row = self.report["rows"][-1]
+        series = {"refined": row["ba_per_radius"]}
+        if "coarse_ba_per_radius" in row:
+            series["coarse"] = row["coarse_ba_per_radius"]
+        self.plot.set_data(self.report["radii"], series, f"boundary accuracy per radius: {row['object']}")
+
+    def csv_text(self) -> str:
+        return report_csv(self.report) if self.report else ""
+
+    def copy_csv(self, *_) -> None:
+        QApplication.clipboard().setText(self.csv_text())
+        self.status.value = "copied the table as CSV"
+
+    def export_csv(self, path: str | None = None) -> str | None:
+        if not self.report:
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export CSV", "airm-evaluation.csv", "CSV (*.csv)")
+            if not path:
+                return None
+        with open(path, "w", newline="") as f:
+            f.write(self.csv_text())
+        self.status.value = f"saved {path}"
+        return path
+
+    def _fail(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"⚠ {message}"
+        show_error(f"napari-airm: {message}")
+
+
+def _pct(v) -> str:
+    return "" if v is None else f"{100 * v:.2f}"
+
+
+def _signed(v) -> str:
+    return "" if v is None else f"{100 * v:+.2f}"

@@ -1,0 +1,243 @@
+"""Retrain widget: (image, corrected labels) pairs from open layers → a training folder →
+a short fine-tune of the current model (in the background) → a model the Refine widget offers.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from magicgui.widgets import (ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar,
+                              PushButton, SpinBox)
+from qtpy.QtWidgets import QListWidget, QVBoxLayout, QWidget
+
+from . import _layers as L
+from ._export import export_pairs
+from ._models import OTHER, check_model_folder, registry
+from ._worker import BackgroundJob, Outcome, avoid_llvm_clash
+
+DEFAULT_WORKDIR = Path.home() / "napari-airm" / "finetune"
+
+
+@dataclass
+class RetrainRequest:
+    pairs: list  # (name, image level-0 array, labels level-0 array)
+    base_model: Path
+    run_dir: Path
+    steps: int = 200
+    crop: int = 224
+    batch_size: int = 4
+    lr: float = 1e-4
+    device: str | None = None
+
+
+def finetune_config(base_model: Path, req: RetrainRequest):
+    """The base model's recipe (when its folder records one), shortened for a quick fine-tune."""
+    import yaml
+
+    from ..training import TrainConfig
+
+    data = yaml.safe_load((Path(base_model) / "config.yaml").read_text()) or {}
+    recipe = dict(data.get("train") or {})
+    recipe["model"] = data.get("model", recipe.get("model", "airm-b0"))
+    cfg = TrainConfig.from_dict(recipe)
+    cfg.max_steps, cfg.crop, cfg.batch_size, cfg.lr = req.steps, req.crop, req.batch_size, req.lr
+    cfg.warmup_steps, cfg.milestones = 0, []
+    cfg.workers = 0  # no worker processes inside the napari process
+    cfg.checkpoint_every, cfg.val_every = req.steps, 0
+    cfg.log_every = max(1, min(cfg.log_every, req.steps // 10 or 1))
+    return cfg
+
+
+def run_retrain(req: RetrainRequest, report: Callable = lambda d, t, i=None: None,
+                cancelled: Callable[[], bool] = lambda: False):
+    """The worker: export the pairs, then ``api.train`` from the base model. Returns TrainResult."""
+    from .. import api
+
+    data = req.run_dir / "data"
+    names = export_pairs(req.pairs, data, report=report, cancelled=cancelled)
+    report(0, req.steps, f"training on {len(names)} crops")
+    return api.train(finetune_config(req.base_model, req), data, req.run_dir / "train",
+                     init=req.base_model, device=req.device, progress=False, should_stop=cancelled,
+                     on_step=lambda s, t, parts: report(s, t, parts))
+
+
+class RetrainWidget(QWidget):
+    """Fine-tune the model on masks the annotator corrected; register the result for Refine."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        avoid_llvm_clash()  # before the first torch/timm import (model lists, training, refine)
+        self.viewer = napari_viewer
+        self._job: BackgroundJob | None = None
+        self.pairs: list[tuple[object, object]] = []
+        self.new_model: str | None = None
+        self.image = ComboBox(label="image", choices=self._image_choices)
+        self.labels = ComboBox(label="corrected labels", choices=self._labels_choices)
+        self.add_button = PushButton(text="Add pair")
+        self.remove_button = PushButton(text="Remove selected")
+        self.pair_list = QListWidget()
+        self.pair_list.setMaximumHeight(90)
+        self.base_model = ComboBox(label="start from", choices=lambda w: registry.choices())
+        self.model_folder = FileEdit(label="model folder", mode="d", visible=False)
+        self.workdir = FileEdit(label="work folder", mode="d", value=DEFAULT_WORKDIR,
+                                tooltip="each run writes <work folder>/run-<time>/data (the pairs) "
+                                        "and /train/model (the new model)")
+        self.steps = SpinBox(label="steps", min=1, max=100_000, value=200)
+        self.crop = SpinBox(label="crop", min=64, max=1024, step=32, value=224)
+        self.batch = SpinBox(label="batch size", min=1, max=64, value=4)
+        self.lr = LineEdit(label="learning rate", value="1e-4")
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
+        self.train_button = PushButton(text="Train")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(min=0, max=100, value=0, label="progress")
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)
+        self.form = Container(widgets=[self.image, self.labels])
+        pair_buttons = Container(widgets=[self.add_button, self.remove_button], layout="horizontal",
+                                 labels=False)
+        self.options = Container(widgets=[self.base_model, self.model_folder, self.workdir, self.steps,
+                                          self.crop, self.batch, self.lr, self.device])
+        buttons = Container(widgets=[self.train_button, self.cancel_button], layout="horizontal",
+                            labels=False)
+        layout = QVBoxLayout(self)
+        for w in (self.form.native, pair_buttons.native, self.pair_list, self.options.native,
+                  buttons.native, self.progress.native, self.status.native):
+            layout.addWidget(w)
+        layout.addStretch(1)
+        self.add_button.changed.connect(self.add_pair)
+        self.remove_button.changed.connect(self._remove_selected)
+        self.base_model.changed.connect(self._on_model_choice)
+        self.train_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        L.follow(self, napari_viewer, self.reset_choices, self.base_model.reset_choices)
+        self.reset_choices()
+        self._on_model_choice(self.base_model.value)
+
+    def _on_model_choice(self, value):
+        self.model_folder.visible = value == OTHER
+
+    def _image_choices(self, _w=None):
+        from napari.layers import Image
+
+        return L.layers_of(self.viewer, (Image,))
+
+    def _labels_choices(self, _w=None):
+        from napari.layers import Labels
+
+        return L.layers_of(self.viewer, (Labels,))
+
+    def reset_choices(self, *_):
+        self.form.reset_choices()
+        alive = {id(L.unwrap(layer)) for layer in self.viewer.layers}
+        self.pairs = [p for p in self.pairs if id(p[0]) in alive and id(p[1]) in alive]
+        self._refresh_list()
+
+    # -- pairs ---------------------------------------------------------------------------------
+    def add_pair(self, *_) -> bool:
+        from napari.layers import Image, Labels
+
+        image, labels = self.image.value, self.labels.value
+        try:
+            if not isinstance(image, Image) or not isinstance(labels, Labels):
+                raise L.LayerError("choose an image layer and the Labels layer with its corrected mask")
+            L.check_same_size(image, labels)
+        except ValueError as exc:
+            self._fail(str(exc))
+            return False
+        if not any(p[0] is image and p[1] is labels for p in self.pairs):
+            self.pairs.append((image, labels))
+        self._refresh_list()
+        return True
+
+    def _remove_selected(self, *_) -> None:
+        rows = sorted({i.row() for i in self.pair_list.selectedIndexes()}, reverse=True)
+        for r in rows:
+            del self.pairs[r]
+        self._refresh_list()
+
+    def _refresh_list(self) -> None:
+        self.pair_list.clear()
+        for image, labels in self.pairs:
+            self.pair_list.addItem(f"{image.name}  ←  {labels.name}")
+
+    # -- run -----------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._job is not None and self._job.running
+
+    def make_request(self) -> RetrainRequest:
+        if not self.pairs and not self.add_pair():
+            raise L.LayerError("add at least one (image, corrected labels) pair")
+        base = self.base_model.value
+        base = check_model_folder(self.model_folder.value if base == OTHER else base)
+        try:
+            lr = float(self.lr.value)
+        except ValueError:
+            raise L.LayerError(f"learning rate '{self.lr.value}' is not a number (e.g. 1e-4)") from None
+        if not 0 < lr < 1:
+            raise L.LayerError(f"learning rate {lr} is out of range (0, 1)")
+        workdir = Path(self.workdir.value).expanduser()
+        run_dir = workdir / time.strftime("run-%Y%m%d-%H%M%S")
+        k = 2
+        while run_dir.exists():
+            run_dir, k = workdir / f"{time.strftime('run-%Y%m%d-%H%M%S')}-{k}", k + 1
+        pairs = [(L.safe_filename(f"{im.name}__{lab.name}"), L.level0(im), L.level0(lab))
+                 for im, lab in self.pairs]
+        return RetrainRequest(pairs=pairs, base_model=base, run_dir=run_dir, steps=int(self.steps.value),
+                              crop=int(self.crop.value), batch_size=int(self.batch.value), lr=lr,
+                              device=None if self.device.value == "auto" else self.device.value)
+
+    def run(self, *_) -> BackgroundJob | None:
+        if self.running:
+            return None
+        try:
+            req = self.make_request()
+        except ValueError as exc:
+            self._fail(str(exc))
+            return None
+        self._set_running(True)
+        self.status.value = f"exporting {len(req.pairs)} pair(s) to {req.run_dir / 'data'}…"
+        self._job = BackgroundJob(partial(run_retrain, req), on_progress=self._on_progress,
+                                  on_finish=self._on_finish).start()
+        return self._job
+
+    def cancel(self, *_) -> None:
+        if self.running:
+            self._job.cancel()
+            self.status.value = "stopping…"
+
+    def _on_progress(self, done: int, total: int, info=None) -> None:
+        self.progress.max = max(1, total)
+        self.progress.value = min(done, max(1, total))
+        if isinstance(info, dict):
+            self.status.value = f"step {done}/{total}, loss {info.get('total', float('nan')):.4f}"
+        elif info:
+            self.status.value = str(info)
+
+    def _on_finish(self, outcome: Outcome) -> None:
+        self._set_running(False)
+        if outcome.cancelled:
+            self.status.value = "training stopped; no model was registered"
+        elif outcome.error is not None:
+            self._fail(outcome.error)
+        else:
+            result = outcome.value
+            self.new_model = registry.register(result.model_dir, name=result.out_dir.parent.name)
+            self.progress.value = self.progress.max
+            self.status.value = (f"trained {result.steps} steps → model '{self.new_model}' "
+                                 f"({result.model_dir}); pick it in the Refine widget")
+
+    def _fail(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"⚠ {message}"
+        show_error(f"napari-airm: {message}")
+
+    def _set_running(self, running: bool) -> None:
+        self.train_button.enabled = not running
+        self.cancel_button.enabled = running
+        if running:
+            self.progress.value = 0

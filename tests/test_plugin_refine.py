@@ -1,0 +1,214 @@
+"""Refine widget under a virtual display: results, one undoable edit, cancel, lazy images."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_airm._sample_data import make_sample_labels  # noqa: E402
+from napari_airm.widgets import _layers  # noqa: E402
+from napari_airm.widgets._models import OTHER  # noqa: E402
+from napari_airm.widgets.refine import IN_PLACE, NEW, SELECTED, RefineResult  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained airm-b0 model folder (refines to about its input: enough for mechanics)."""
+    from napari_airm.model import build_model, save_model
+
+    return save_model(build_model("airm-b0"), tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def bundled_model():
+    """The bundled default model (NAPARI_AIRM_TEST_MODEL may name another trained folder)."""
+    from napari_airm.model import default_model_path, is_model_dir
+
+    try:
+        path = Path(os.environ.get("NAPARI_AIRM_TEST_MODEL") or default_model_path())
+    except FileNotFoundError:
+        path = None
+    if path is None or not is_model_dir(path):
+        pytest.skip("the bundled model (models/airm-default) has no weights yet")
+    return path
+
+
+def open_refine(viewer, small=(512, 768)):
+    image, coarse, gt = make_sample_labels(*small)
+    viewer.add_image(image, name="img", rgb=True)
+    viewer.add_labels(coarse.copy(), name="coarse")  # the layer does not copy: keep ours apart
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-airm", "Refine")
+    widget.image.value = _layers.unwrap(viewer.layers["img"])
+    widget.coarse.value = _layers.unwrap(viewer.layers["coarse"])
+    widget.device.value = "cpu"
+    widget.tile.value = 256
+    return widget, coarse, gt
+
+
+def use_model(widget, folder):
+    """Pick ``folder`` from the model list when it is offered there, else as 'other folder…'."""
+    offered = [v for v in widget.model.choices if v != OTHER]
+    if Path(folder) in offered:
+        widget.model.value = Path(folder)
+        assert widget.model_folder.native.isHidden()
+        return
+    widget.model.value = OTHER
+    assert not widget.model_folder.native.isHidden()
+    widget.model_folder.value = folder
+
+
+def run_and_wait(qtbot, widget, timeout=240_000):
+    job = widget.run()
+    assert job is not None, widget.status.value
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+    return job
+
+
+def test_refine_changes_labels_near_boundaries(make_napari_viewer, qtbot, bundled_model):
+    import cv2
+
+    viewer = make_napari_viewer()
+    widget, coarse, gt = open_refine(viewer, small=(1024, 1536))
+    use_model(widget, bundled_model)
+    ticks = []
+    from qtpy.QtCore import QTimer
+
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    run_and_wait(qtbot, widget)
+    timer.stop()
+    assert ticks, "the event loop must keep running while the worker refines"
+    out = viewer.layers["coarse refined"].data
+    assert out.shape == coarse.shape and set(np.unique(out)) <= {0, 1, 2}
+    changed = out != coarse
+    assert changed.any(), widget.status.value
+    # every change lies near the coarse boundary (refinement, not repainting)
+    edge = cv2.morphologyEx((coarse > 0).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    dist = cv2.distanceTransform((edge == 0).astype(np.uint8), cv2.DIST_L2, 5)
+    assert dist[changed].max() <= 64
+    np.testing.assert_array_equal(viewer.layers["coarse"].data, coarse)  # source untouched
+
+
+def test_refine_in_place_is_one_undoable_edit(make_napari_viewer, qtbot, bundled_model):
+    viewer = make_napari_viewer()
+    widget, coarse, _ = open_refine(viewer, small=(1024, 1536))
+    use_model(widget, bundled_model)
+    widget.output.value = IN_PLACE
+    layer = viewer.layers["coarse"]
+    run_and_wait(qtbot, widget)
+    assert len(viewer.layers) == 2  # no new layer
+    assert not np.array_equal(layer.data, coarse), widget.status.value
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, coarse)
+    layer.redo()
+    assert not np.array_equal(layer.data, coarse)
+
+
+def test_in_place_apply_is_a_single_history_item(make_napari_viewer):
+    """The write path alone (no model): changed pixels in one data_setitem, undone at once."""
+    viewer = make_napari_viewer()
+    widget, coarse, _ = open_refine(viewer, small=(128, 160))
+    layer = _layers.unwrap(viewer.layers["coarse"])
+    new = coarse.copy()
+    new[10:40, 10:60] = 1
+    new[100:120, 100:150] = 0
+    idx = np.nonzero(new != coarse)
+    req = type("Req", (), {"mode": IN_PLACE, "target": layer, "source_name": "coarse"})()
+    widget.apply(req, RefineResult(indices=idx, values=new[idx]))
+    np.testing.assert_array_equal(layer.data, new)
+    assert len(layer._undo_history) == 1
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, coarse)
+
+
+def test_cancel_leaves_layer_unchanged(make_napari_viewer, qtbot, tiny_model):
+    viewer = make_napari_viewer()
+    widget, coarse, _ = open_refine(viewer)
+    use_model(widget, tiny_model)
+    widget.output.value = IN_PLACE
+    layer = viewer.layers["coarse"]
+    before = np.array(layer.data, copy=True)
+    seen = []
+
+    def click_cancel_on_first_progress(value):
+        if not seen:
+            seen.append(value)
+            widget.cancel_button.native.click()  # the real button, on the GUI thread
+
+    widget.progress.changed.connect(click_cancel_on_first_progress)
+    run_and_wait(qtbot, widget)
+    assert seen, "the run reported no progress"
+    assert "cancelled" in widget.status.value
+    np.testing.assert_array_equal(layer.data, before)
+    assert len(viewer.layers) == 2
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_refine_new_layer_with_selected_id(make_napari_viewer, qtbot, tiny_model):
+    viewer = make_napari_viewer()
+    widget, coarse, _ = open_refine(viewer)
+    use_model(widget, tiny_model)
+    viewer.layers["coarse"].selected_label = 2
+    widget.which.value = SELECTED
+    widget.output.value = NEW
+    run_and_wait(qtbot, widget)
+    out = viewer.layers["coarse refined"].data
+    assert out.dtype == coarse.dtype and out.shape == coarse.shape
+    np.testing.assert_array_equal(out == 1, coarse == 1)  # the other object is untouched
+    assert (out == 2).any()
+
+
+def test_refine_from_shapes(make_napari_viewer, qtbot, tiny_model):
+    viewer = make_napari_viewer()
+    widget, coarse, _ = open_refine(viewer)
+    use_model(widget, tiny_model)
+    shapes = viewer.add_shapes([np.array([[150, 200], [150, 420], [380, 420], [380, 200]])],
+                               shape_type="polygon", name="outline")
+    shapes.add_ellipses(np.array([[60, 520], [60, 700], [200, 700], [200, 520]]))
+    widget.reset_choices()
+    widget.coarse.value = _layers.unwrap(shapes)
+    run_and_wait(qtbot, widget)
+    out = viewer.layers["outline refined"].data
+    assert out.shape == coarse.shape and set(np.unique(out)) == {0, 1, 2}
+    assert (out[150:380, 200:420] == 1).mean() > 0.8 and (out[100:160, 580:640] == 2).mean() > 0.8
+
+
+def test_refine_multiscale_zarr_reads_level0(make_napari_viewer, qtbot, tiny_model, tmp_path):
+    from napari_airm._reader import write_zarr_sample
+
+    image, coarse, _ = make_sample_labels(640, 800)
+    store = write_zarr_sample(tmp_path / "s.zarr", image, coarse, levels=3, chunks=256)
+    viewer = make_napari_viewer()
+    viewer.open(str(store), plugin="napari-airm")
+    img = viewer.layers["s"]
+    assert img.multiscale and not isinstance(img.data[0], np.ndarray)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-airm", "Refine")
+    widget.image.value = _layers.unwrap(img)
+    widget.coarse.value = _layers.unwrap(viewer.layers["s mask"])
+    widget.device.value = "cpu"
+    use_model(widget, tiny_model)
+    req = widget.make_request()
+    assert req.image.shape == (640, 800, 3) and not isinstance(req.image, np.ndarray)
+    run_and_wait(qtbot, widget)
+    out = viewer.layers["s mask refined"].data
+    assert out.shape == (640, 800)
+    assert (out == coarse).mean() > 0.99  # an untrained model keeps (about) its input
+
+
+def test_closing_the_viewer_stops_a_run(make_napari_viewer, qtbot, tiny_model):
+    """napari asks workers to quit when it closes; a running refinement stops at the next tile."""
+    viewer = make_napari_viewer()
+    widget, coarse, _ = open_refine(viewer, small=(1024, 1536))
+    use_model(widget, tiny_model)
+    job = widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value > 0 or not widget.running, timeout=120_000)
+    job.worker.quit()  # what napari does to every worker on close
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert job.outcome is not None and job.outcome.cancelled
+    assert "coarse refined" not in [layer.name for layer in viewer.layers]
