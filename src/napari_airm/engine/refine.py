@@ -34,7 +34,7 @@ class BinaryRefiner:
     """Refines one binary (or soft) mask given as a box reader; the core of every path."""
 
     def __init__(self, model: AIRM, device: torch.device, *, dense: bool = False,
-                 tile: int = 1024, global_side: int = 512, context: int = 32, global_band: int = 32):
+                 tile: int = 1024, global_side: int = 512, context: int = 48, global_band: int = 32):
         self.model = inference_copy(model).to(device)  # BN folded, channels-last; caller's model untouched
         self.device, self.dense = device, dense
         self.tile, self.global_side, self.context, self.global_band = tile, global_side, context, global_band

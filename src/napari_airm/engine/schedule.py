@@ -94,7 +94,7 @@ def decode_pitch(encode_pitch: int) -> int:
 
 
 def make_plan(height: int, width: int, tile: int = 1024, global_side: int = 512,
-              context: int = 32, global_band: int = 32) -> Plan:
+              context: int = 48, global_band: int = 32) -> Plan:
     if tile < 64 or tile % 16:
         raise ValueError(f"tile must be a multiple of 16 and at least 64, got {tile}")
     k = max(0, math.ceil(math.log2(max(height, width) / global_side)))
