@@ -216,3 +216,18 @@ def test_losses_give_gradients_to_the_logits():
     # pushing towards GT: negative gradient where GT is 1, positive where it is 0
     assert (logits.grad[gt == 1] < 0).all() and (logits.grad[gt == 0] > 0).all()
     assert aff.grad[0, 0, 1] > 0  # the cross-class pair is pushed towards "different"
+
+
+def test_boundary_weighting_counts_band_pixels_more():
+    from napari_airm.losses import LossWeights, airmf_loss, boundary_weights
+
+    gt = torch.zeros(1, 1, 16, 16)
+    gt[..., :, 8:] = 1
+    w = boundary_weights(gt, radius=1, extra=4.0)
+    assert w[0, 0, 0, 7] == 5 and w[0, 0, 0, 8] == 5 and w[0, 0, 0, 0] == 1 and w[0, 0, 0, 15] == 1
+    # an error far from the boundary costs less with weighting than without
+    logits = (gt * 2 - 1) * 6
+    logits[..., 0, 0] = 6  # wrong, far from the boundary
+    plain, _ = airmf_loss(logits, gt, LossWeights())
+    weighted, _ = airmf_loss(logits, gt, LossWeights(boundary=4.0, boundary_radius=1))
+    assert weighted < plain
