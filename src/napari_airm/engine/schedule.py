@@ -84,8 +84,11 @@ class Plan:
         return top, bottom, left, right
 
     def band_radius(self, prev_pitch: int, pitch: int) -> int:
-        """Half-width (decode pixels) of the uncertain band: wider after a bigger upsampling."""
-        return 4 * max(1, prev_pitch // pitch) + 4
+        """Half-width (decode pixels) of the uncertain band: wider after a bigger upsampling.
+
+        8·f + 8 (f: upsampling factor from the previous map) matches dense decoding on val
+        images (86.82 vs 86.81 IoU over 20 images); 4·f + 4 lost 0.3 IoU points."""
+        return 8 * max(1, prev_pitch // pitch) + 8
 
 
 def decode_pitch(encode_pitch: int) -> int:
