@@ -63,6 +63,15 @@ def _cancel_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def report_failure(status, message: str) -> None:
+    """Show an expected failure the napari way: the widget's status line and a notification
+    (never a traceback dialog)."""
+    from napari.utils.notifications import show_error
+
+    status.value = f"⚠ {message}"
+    show_error(f"napari-airm: {message}")
+
+
 def describe_error(exc: BaseException) -> str:
     """A one-line message for the user (no traceback)."""
     if isinstance(exc, MemoryError):

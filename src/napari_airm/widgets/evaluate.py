@@ -15,7 +15,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QApplication, QFileDialog, QTable
 
 from . import _layers as L
 from ._plot import RadiusPlot
-from ._worker import BackgroundJob, Outcome, avoid_llvm_clash
+from ._worker import BackgroundJob, Outcome, avoid_llvm_clash, report_failure
 
 NONE = "(none)"
 COLUMNS = ["object", "iou", "mba", "coarse_iou", "coarse_mba", "gain_iou", "gain_mba"]
@@ -229,10 +229,7 @@ class EvaluateWidget(QWidget):
         return path
 
     def _fail(self, message: str) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"⚠ {message}"
-        show_error(f"napari-airm: {message}")
+        report_failure(self.status, message)
 
 
 def _pct(v) -> str:

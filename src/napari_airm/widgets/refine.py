@@ -16,7 +16,7 @@ from superqt import QCollapsible
 from . import _layers as L
 from ._models import OTHER, check_model_folder, registry
 from ._refine_job import IN_PLACE, NEW, RefineRequest, RefineResult, run_refine
-from ._worker import BackgroundJob, Outcome, avoid_llvm_clash
+from ._worker import BackgroundJob, Outcome, avoid_llvm_clash, report_failure
 
 __all__ = ["RefineWidget", "RefineRequest", "RefineResult", "run_refine", "NEW", "IN_PLACE",
            "ALL", "SELECTED"]
@@ -195,10 +195,7 @@ class RefineWidget(QWidget):
         self.progress.value = self.progress.max
 
     def _fail(self, message: str) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"⚠ {message}"
-        show_error(f"napari-airm: {message}")
+        report_failure(self.status, message)
 
     def _set_running(self, running: bool) -> None:
         self.run_button.enabled = not running

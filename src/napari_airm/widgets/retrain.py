@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QListWidget, QVBoxLayout, QWidget
 from . import _layers as L
 from ._export import export_pairs
 from ._models import OTHER, check_model_folder, registry
-from ._worker import BackgroundJob, Outcome, avoid_llvm_clash
+from ._worker import BackgroundJob, Outcome, avoid_llvm_clash, report_failure
 
 DEFAULT_WORKDIR = Path.home() / "napari-airm" / "finetune"
 
@@ -231,10 +231,7 @@ class RetrainWidget(QWidget):
                                  f"({result.model_dir}); pick it in the Refine widget")
 
     def _fail(self, message: str) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"⚠ {message}"
-        show_error(f"napari-airm: {message}")
+        report_failure(self.status, message)
 
     def _set_running(self, running: bool) -> None:
         self.train_button.enabled = not running
