@@ -411,7 +411,8 @@ def cmd_bench(args) -> int:
         raise
     if args.image is not None and not Path(args.image).exists():
         raise CLIError(f"image {args.image} does not exist")
-    run_bench(image=args.image, size=args.zarr_size, tile=args.tile, device=args.device, out=print)
+    run_bench(image=args.image, mask=args.mask, size=args.zarr_size, tile=args.tile,
+              device=args.device, dense=not args.no_dense, out=print)
     return 0
 
 
@@ -510,9 +511,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", parents=[common], help="speed and memory of the engine",
                        description="Time the engine on an image or on a synthetic zarr image.")
-    p.add_argument("--image", metavar="PATH", help="image to time (default: a synthetic one)")
-    p.add_argument("--zarr-size", type=_positive_int, metavar="N",
-                   help="side of the synthetic zarr image in pixels")
+    p.add_argument("--image", metavar="PATH",
+                   help="photo to time (default: ../shared/data/uhr/aeroplane.jpg when present)")
+    p.add_argument("--mask", metavar="PATH", help="its coarse mask (default: the aeroplane's)")
+    p.add_argument("--zarr-size", type=_positive_int, default=20000, metavar="N",
+                   help="side of the larger synthetic zarr scene (default 20000; a quarter of it "
+                        "is run too, for memory growth)")
+    p.add_argument("--no-dense", action="store_true", help="skip the dense=True reference run")
     p.add_argument("--tile", type=_positive_int, default=1024, metavar="N", help="tile side (default 1024)")
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
     p.set_defaults(func=cmd_bench)

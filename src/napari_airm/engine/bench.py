@@ -132,11 +132,16 @@ def bench_real(image_path: Path, mask_path: Path, tile: int, model, device, dens
     return result
 
 
-def run_bench(image: str | None = None, mask: str | None = None, sizes=(5000, 20000),
-              tile: int = 1024, model: str | None = None, device: str | None = None,
+def run_bench(image: str | None = None, mask: str | None = None, size: int | None = 20000,
+              sizes=None, tile: int = 1024, model: str | None = None, device: str | None = None,
               dense: bool = True, workdir: str | None = None,
               out: Callable[[str], None] = print) -> dict:
-    """Run the benchmarks and report them through ``out``; returns all numbers."""
+    """Run the benchmarks and report them through ``out``; returns all numbers.
+
+    The zarr benchmark refines a ``size``² scene and one a quarter of that side (memory growth
+    between them), or the given ``sizes``; ``size=None`` and no ``sizes`` skip it."""
+    if sizes is None:
+        sizes = (max(1024, size // 4), size) if size else ()
     report: dict = {"tile": tile}
     image_path = Path(image) if image else DEFAULT_UHR / "aeroplane.jpg"
     mask_path = Path(mask) if mask else DEFAULT_UHR / "aeroplane_coarse.png"

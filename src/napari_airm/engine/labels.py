@@ -13,7 +13,7 @@ from scipy import ndimage
 from .errors import InputError
 from .source import Box, ImageSource, MaskSource
 
-SCAN_BLOCK = 4096
+SCAN_BLOCK = 2048  # mask pixels read at once (bounded memory)
 
 
 @dataclass
@@ -27,33 +27,30 @@ class MaskSummary:
 
 
 def scan_mask(mask: MaskSource, tile: int = SCAN_BLOCK) -> MaskSummary:
-    """Classify the mask and collect per-id bounding boxes, reading it block by block."""
+    """Classify the mask (block by block) and, for label images only, collect per-id boxes in
+    a second pass: binary masks never pay for the bounding boxes."""
     s = MaskSummary()
     dtype = mask.dtype
     values: set = set()
-    block = max(tile, SCAN_BLOCK)
-    for y in range(0, mask.height, block):
-        for x in range(0, mask.width, block):
-            m = mask.read((y, min(y + block, mask.height), x, min(x + block, mask.width)))
-            if dtype == bool:
-                s.empty &= not m.any()
-                s.full &= bool(m.all())
-                continue
-            if np.issubdtype(dtype, np.floating):
-                if not np.isfinite(m).all():
-                    raise InputError("coarse mask contains NaN or infinite values")
-                if m.min() < 0 or m.max() > 1:
-                    raise InputError("a float coarse mask must hold probabilities in [0, 1]; "
-                                     "use an integer array for labels")
-                s.empty &= not (m > 0.5).any()
-                s.full &= bool((m > 0.5).all())
-                continue
-            u = np.unique(m)
-            if u[0] < 0:
-                raise InputError(f"coarse mask has negative values ({u[0]}); labels must be >= 0")
-            values.update(u.tolist())
-            if len(u) > 1 or u[0] != 0:
-                _update_boxes(s.boxes, m, y, x)
+    for box in _blocks(mask):
+        m = mask.read(box)
+        if dtype == bool:
+            s.empty &= not m.any()
+            s.full &= bool(m.all())
+            continue
+        if np.issubdtype(dtype, np.floating):
+            if not np.isfinite(m).all():
+                raise InputError("coarse mask contains NaN or infinite values")
+            if m.min() < 0 or m.max() > 1:
+                raise InputError("a float coarse mask must hold probabilities in [0, 1]; "
+                                 "use an integer array for labels")
+            s.empty &= not (m > 0.5).any()
+            s.full &= bool((m > 0.5).all())
+            continue
+        u = np.unique(m)
+        if u[0] < 0:
+            raise InputError(f"coarse mask has negative values ({u[0]}); labels must be >= 0")
+        values.update(u.tolist())
     if dtype == bool or np.issubdtype(dtype, np.floating):
         s.threshold = 0.5
         return s
@@ -63,15 +60,22 @@ def scan_mask(mask: MaskSource, tile: int = SCAN_BLOCK) -> MaskSummary:
         s.threshold, s.scale_255 = 127.0, True
     else:
         s.kind = "labels"
+        for y0, y1, x0, x1 in _blocks(mask):
+            _update_boxes(s.boxes, mask.read((y0, y1, x0, x1)), y0, x0)
     s.empty = values <= {0}
     s.full = values == {1} or values == {255}
-    if s.kind == "binary":
-        s.boxes = {}
     return s
 
 
+def _blocks(mask: MaskSource):
+    for y in range(0, mask.height, SCAN_BLOCK):
+        for x in range(0, mask.width, SCAN_BLOCK):
+            yield y, min(y + SCAN_BLOCK, mask.height), x, min(x + SCAN_BLOCK, mask.width)
+
+
 def _update_boxes(boxes: dict[int, list[int]], block: np.ndarray, y: int, x: int) -> None:
-    for label, sl in enumerate(ndimage.find_objects(block.astype(np.int64, copy=False)), start=1):
+    ids = block if np.issubdtype(block.dtype, np.integer) else block.astype(np.int64)
+    for label, sl in enumerate(ndimage.find_objects(ids), start=1):
         if sl is None:
             continue
         y0, y1, x0, x1 = sl[0].start + y, sl[0].stop + y, sl[1].start + x, sl[1].stop + x

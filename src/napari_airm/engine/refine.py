@@ -27,7 +27,8 @@ from .labels import refine_labels, scan_mask
 from .schedule import Box, Plan, band_mask, decode_pitch, is_uniform, make_plan, resample
 from .source import ImageSource, MaskSource
 
-DECODE_CHUNK = 1 << 16
+DECODE_CHUNK = 1 << 14  # queries decoded at once: bounds the MLP temporaries (~20 MB)
+GLOBAL_READ_BLOCK = 2048  # full-resolution pixels read at once for the global view
 
 
 class BinaryRefiner:
@@ -84,6 +85,7 @@ class BinaryRefiner:
                 self._advance(len(outputs))
                 continue
             prob, box = self._stage(image, plan, tile, e, prev, weights)
+            _trim_heap()
             if last:
                 p = prob[0, 0].float().cpu().numpy()
                 write(tile, p[tile[0] - box[0]:tile[1] - box[0], tile[2] - box[2]:tile[3] - box[2]] > 0.5)
@@ -105,7 +107,7 @@ class BinaryRefiner:
         rgb_e = torch.empty(1, 3, gh, gw)
         mask_e = torch.empty(1, 1, gh, gw)
         rgb_d = torch.empty(1, 3, gh * p // d, gw * p // d)
-        step = max(p, (4096 // p) * p)  # read in blocks of whole global pixels
+        step = max(p, (GLOBAL_READ_BLOCK // p) * p)  # blocks of whole global pixels
         for y in range(0, gh * p, step):
             for x in range(0, gw * p, step):
                 b = (y, min(y + step, gh * p), x, min(x + step, gw * p))
@@ -175,6 +177,27 @@ class BinaryRefiner:
     def _check(cancel) -> None:
         if cancel is not None and cancel():
             raise Cancelled("refinement cancelled")
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS after each stage (glibc keeps it otherwise, and
+    the fragments add up over thousands of tiles: +31 % peak memory from 5k² to 20k²)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def _pool(x: torch.Tensor, pitch: int) -> torch.Tensor:
