@@ -11,7 +11,6 @@ from safetensors.torch import load_file
 
 from napari_airm.model import AIRM, available_models, build_model, load_model, save_model
 from napari_airm.model.affinity import affinity_loss
-from napari_airm.model.airm import GUIDE_HALO
 from napari_airm.model.implicit import pixel_centers
 from napari_airm.model.implicit import query_features as _query_features
 
@@ -75,7 +74,7 @@ def test_decode_on_a_grid_four_times_the_input_resolution(airm_b0):
     rgb_big = F.interpolate(rgb, scale_factor=4, mode="nearest")
     mask_big = F.interpolate(mask, scale_factor=4, mode="nearest")
     assert 0 < mask_big[:, :, y0:y0 + n, x0:x0 + n].mean() < 1
-    h = GUIDE_HALO  # the guide convolutions need this much context around the window
+    h = airm_b0.guide_halo  # the guide convolutions need this much context around the window
     with torch.no_grad():
         enc = airm_b0.encode(rgb, mask)
         point = airm_b0.point_features(rgb_big[:, :, y0 - h:y0 + n + h, x0 - h:x0 + n + h],
@@ -91,6 +90,35 @@ def test_decode_on_a_grid_four_times_the_input_resolution(airm_b0):
     assert not torch.allclose(logits, same_scale)
     # the untrained residual model reproduces the (upsampled) coarse mask at 4x resolution
     assert torch.equal(logits > 0, coarse > 0.5)
+
+
+@pytest.mark.parametrize("blocks", [0, 1])
+def test_point_features_at_pixels_equal_the_dense_guide(blocks):
+    """The engine's band path (features at chosen pixels, frame edges included) computes exactly
+    what the dense, zero-padded guide gives, with or without residual guide blocks."""
+    torch.manual_seed(0)
+    model = build_model({**build_model("airm-b0").cfg.to_dict(), "guide_blocks": blocks}).eval()
+    for p in model.guide.parameters():  # the residual branch starts at zero: make it count
+        torch.nn.init.normal_(p, std=0.2)
+    rgb, mask = batch(size=40)
+    rgb, mask = rgb[:1, :, :37], mask[:1, :, :37]  # not square, not a multiple of anything
+    g = torch.Generator().manual_seed(1)
+    ys = torch.cat([torch.tensor([0, 36, 0, 36, 1]), torch.randint(0, 37, (200,), generator=g)])
+    xs = torch.cat([torch.tensor([0, 0, 39, 39, 38]), torch.randint(0, 40, (200,), generator=g)])
+    with torch.no_grad():
+        dense = model.point_features(rgb, mask)[0, :, ys, xs].T
+        at = model.point_features_at(mask, model.guide_input(rgb, mask), ys, xs)[0]
+    assert model.guide_halo == 2 + 2 * blocks
+    torch.testing.assert_close(at, dense, atol=1e-5, rtol=1e-5)
+
+
+def test_a_grown_guide_starts_as_the_model_it_grew_from(airm_b0):
+    grown = build_model({**airm_b0.cfg.to_dict(), "guide_blocks": 1}).eval()
+    missing, unexpected = grown.load_state_dict(airm_b0.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("guide.blocks.") for k in missing)
+    rgb, mask = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(grown.refine_frame(rgb, mask), airm_b0.refine_frame(rgb, mask))
 
 
 # --------------------------------------------------------------------------------------------

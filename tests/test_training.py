@@ -99,6 +99,19 @@ def test_init_from_a_model_folder(disc_dataset, tmp_path):
     assert saved_cfg.model["mapping"] == "sirm"
 
 
+def test_init_can_grow_the_guide(disc_dataset, tmp_path):
+    torch.manual_seed(5)
+    start = build_model("airm-b0")
+    folder = save_model(start, tmp_path / "start", half=False)
+    result = run(disc_dataset, tmp_path / "ft", init=folder, max_steps=2, lr=0.0,
+                 model={**start.cfg.to_dict(), "guide_blocks": 1})
+    tuned = load_model(result.model_dir)
+    assert tuned.cfg.guide_blocks == 1 and len(tuned.guide.blocks) == 1
+    own = dict(tuned.named_parameters())
+    for k, v in start.named_parameters():  # the old weights came along unchanged (lr 0)
+        torch.testing.assert_close(own[k], v.detach().half().float(), atol=0, rtol=0, msg=k)
+
+
 def test_nan_guard_gives_up_after_max_bad_steps(disc_dataset, tmp_path, monkeypatch):
     calls = []
 

@@ -21,7 +21,6 @@ from .implicit import decode_queries, first_layer_cells, pixel_centers
 
 RGB_MEAN = (0.485, 0.456, 0.406)
 RGB_STD = (0.229, 0.224, 0.225)
-GUIDE_HALO = 2  # receptive-field radius of the guide convolutions, in pixels
 
 
 @dataclass
@@ -36,15 +35,68 @@ class Encoded:
 
 
 class Guide(nn.Module):
-    """Shallow full-resolution cue at the query's own scale (DESIGN §2.7)."""
+    """Shallow full-resolution cue at the query's own scale (DESIGN §2.7).
 
-    def __init__(self, channels: int):
+    Two 3×3 convolutions, then ``blocks`` residual blocks of two more (each widens the
+    receptive field by 4 px, so the decoder can place an edge from the image itself rather
+    than from stride-4 features). The residual branch's last convolution starts at zero, so a
+    model grown by a block computes exactly what it did before training continues.
+    """
+
+    def __init__(self, channels: int, blocks: int = 0):
         super().__init__()
         self.net = nn.Sequential(nn.Conv2d(4, channels, 3, padding=1), nn.ReLU(inplace=True),
                                  nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.blocks = nn.ModuleList()
+        for _ in range(blocks):
+            block = nn.ModuleList([nn.Conv2d(channels, channels, 3, padding=1),
+                                   nn.Conv2d(channels, channels, 3, padding=1)])
+            nn.init.zeros_(block[1].weight)
+            nn.init.zeros_(block[1].bias)
+            self.blocks.append(block)
+
+    @property
+    def halo(self) -> int:
+        """Receptive-field radius in pixels: the context a crop needs around its queries."""
+        return 2 + 2 * len(self.blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        h = self.net(x)
+        for conv_a, conv_b in self.blocks:
+            h = F.relu(h + conv_b(F.relu(conv_a(h))))
+        return h
+
+    def at(self, padded: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
+           size: tuple[int, int]) -> torch.Tensor:
+        """``forward`` of a frame of ``size`` at pixels (ys, xs) only: (Q, channels).
+
+        ``padded`` is the (4, H+2r, W+2r) input zero-padded by ``halo`` r. Each query's
+        (2r+1)² neighbourhood is gathered and every 3×3 convolution runs unpadded, with
+        activations outside the frame zeroed after each one: exactly what the dense,
+        zero-padded network gives, at a cost proportional to the queries, not the frame.
+        """
+        H, W = size
+        r = self.halo
+        off = torch.arange(-r, r + 1, device=padded.device)
+        rows = ys[:, None] + r + off[None, :]  # (Q, 2r+1)
+        cols = xs[:, None] + r + off[None, :]
+        flat = (rows[:, :, None] * (W + 2 * r) + cols[:, None, :]).reshape(-1)
+        n = 2 * r + 1
+        x = padded.reshape(padded.shape[0], -1)[:, flat].reshape(-1, len(ys), n, n).transpose(0, 1)
+
+        def conv(t, layer):  # valid 3×3 convolution, then zero what lies outside the frame
+            t = F.conv2d(t, layer.weight, layer.bias)
+            k = (t.shape[-1] - 1) // 2
+            o = torch.arange(-k, k + 1, device=t.device)
+            iy = ((ys[:, None] + o) >= 0) & ((ys[:, None] + o) < H)
+            ix = ((xs[:, None] + o) >= 0) & ((xs[:, None] + o) < W)
+            return t * (iy[:, None, :, None] & ix[:, None, None, :]).to(t.dtype)
+
+        conv1, _, conv2, _ = self.net
+        h = F.relu(conv(F.relu(conv(x, conv1)), conv2))
+        for conv_a, conv_b in self.blocks:
+            h = F.relu(h[:, :, 2:-2, 2:-2] + conv(F.relu(conv(h, conv_a)), conv_b))
+        return h[:, :, 0, 0]
 
 
 def normalise(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -65,7 +117,7 @@ class AIRM(nn.Module):
         self.hyper = (HyperNetwork(cfg.feat_dim, self.mlp_dims, cfg.rank, cfg.hyper_channels,
                                    cfg.hyper_layers, cfg.modulation)
                       if cfg.mapping == "airm" else None)
-        self.guide = Guide(cfg.guide_channels) if cfg.guide_channels > 0 else None
+        self.guide = Guide(cfg.guide_channels, cfg.guide_blocks) if cfg.guide_channels > 0 else None
         self.affinity = (AffinityHead(self.encoder.num_heads, cfg.affinity_hidden)
                          if cfg.affinity else None)
 
@@ -122,41 +174,32 @@ class AIRM(nn.Module):
     def point_features(self, rgb: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """Per-pixel decoder inputs at the output scale: [2·coarse−1, guide] (B, P, H, W).
 
-        Zero padding: a caller working on a crop adds ``GUIDE_HALO`` pixels of context.
+        Zero padding: a caller working on a crop adds ``guide_halo`` pixels of context.
         """
         parts = [coarse * 2 - 1]
         if self.guide is not None:
             parts.append(self.guide(normalise(rgb, coarse)))
         return torch.cat(parts, dim=1)
 
+    @property
+    def guide_halo(self) -> int:
+        """Context (pixels) a crop needs around its queries for exact point features."""
+        return self.guide.halo if self.guide is not None else 0
+
     def guide_input(self, rgb: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """The zero-padded guide input of a (1,·,H,W) frame, computed once per frame for
-        ``point_features_at``: (4, H+4, W+4)."""
-        return F.pad(normalise(rgb, coarse)[0], (2, 2, 2, 2))
+        ``point_features_at``: (4, H+2r, W+2r) with r = ``guide_halo``."""
+        r = self.guide_halo
+        return F.pad(normalise(rgb, coarse)[0], (r, r, r, r))
 
     def point_features_at(self, coarse: torch.Tensor, guide_input: torch.Tensor | None,
                           ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        """``point_features`` of a (1,·,H,W) frame at pixels (ys, xs) only: (1, Q, P).
-
-        Gathers each pixel's 5×5 neighbourhood and runs the two 3×3 guide convolutions
-        without padding, with first-layer outputs outside the frame zeroed: exactly what the
-        dense, zero-padded convolution gives, at a cost proportional to the band, not the frame.
-        """
+        """``point_features`` of a (1,·,H,W) frame at pixels (ys, xs) only: (1, Q, P),
+        at a cost proportional to the number of pixels, not the frame."""
         coarse_q = coarse[0, 0, ys, xs]
         parts = [(coarse_q * 2 - 1)[:, None]]
         if self.guide is not None:
-            H, W = coarse.shape[-2:]
-            off = torch.arange(-2, 3, device=coarse.device)
-            rows = ys[:, None] + 2 + off[None, :]  # (Q, 5)
-            cols = xs[:, None] + 2 + off[None, :]
-            flat = (rows[:, :, None] * (W + 4) + cols[:, None, :]).reshape(-1)
-            patches = guide_input.reshape(4, -1)[:, flat].reshape(4, len(ys), 5, 5).transpose(0, 1)
-            conv1, _, conv2, _ = self.guide.net
-            h = F.relu(F.conv2d(patches, conv1.weight, conv1.bias))  # (Q, G, 3, 3)
-            inside_y = ((ys[:, None] + off[None, 1:4]) >= 0) & ((ys[:, None] + off[None, 1:4]) < H)
-            inside_x = ((xs[:, None] + off[None, 1:4]) >= 0) & ((xs[:, None] + off[None, 1:4]) < W)
-            h = h * (inside_y[:, None, :, None] & inside_x[:, None, None, :]).to(h.dtype)
-            parts.append(F.relu(F.conv2d(h, conv2.weight, conv2.bias))[:, :, 0, 0])
+            parts.append(self.guide.at(guide_input, ys, xs, tuple(coarse.shape[-2:])))
         return torch.cat(parts, dim=1).unsqueeze(0)
 
     def decode(self, enc: Encoded, coords: torch.Tensor, frame_size: tuple[int, int],

@@ -32,6 +32,8 @@ class AIRMConfig:
     hyper_layers: int = 2
     #: Channels of the shallow full-resolution cue sampled at each query (0 disables it).
     guide_channels: int = 16
+    #: Residual blocks (two 3×3 convolutions each) after the guide's first two convolutions.
+    guide_blocks: int = 0
     #: Predict a correction to the coarse mask's logit instead of the logit itself.
     residual: bool = True
     #: Affinity loss (eq. 8) and its search radius R in cells of the last encoder stage.
@@ -50,6 +52,8 @@ class AIRMConfig:
             raise ValueError(
                 f"modulation must be 'multiplicative' or 'lowrank', not {self.modulation!r}"
             )
+        if self.guide_blocks < 0:
+            raise ValueError(f"guide_blocks must be >= 0, not {self.guide_blocks}")
         if self.rank < 1 or self.feat_dim < 1 or not self.mlp_hidden:
             raise ValueError("rank, feat_dim and mlp_hidden must be positive / non-empty")
         self.mlp_hidden = [int(h) for h in self.mlp_hidden]

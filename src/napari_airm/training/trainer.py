@@ -16,6 +16,7 @@ from ..data import TrainCrops, ValCases
 from ..losses import LossWeights
 from ..metrics import SegmentationScores
 from ..model import AIRM, build_model, load_model, save_model
+from ..model.registry import model_config
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .step import training_forward
@@ -57,6 +58,28 @@ class TrainResult:
     last_val: dict | None
 
 
+def start_from(init_model: AIRM, requested) -> AIRM:
+    """The network a fine-tune starts from: the init model's architecture, except that the
+    config may *grow* it by guide blocks (same config but a larger ``guide_blocks``). The
+    new blocks' residual branches start at zero, so the grown model starts as the init model.
+    """
+    try:
+        wanted = model_config(requested).to_dict()
+    except (ValueError, TypeError):
+        return init_model
+    have = init_model.cfg.to_dict()
+    same_but_guide = {k: v for k, v in wanted.items() if k not in ("guide_blocks", "encoder_init")} == \
+        {k: v for k, v in have.items() if k not in ("guide_blocks", "encoder_init")}
+    if not same_but_guide or wanted["guide_blocks"] <= have["guide_blocks"]:
+        return init_model
+    grown = build_model({**have, "guide_blocks": wanted["guide_blocks"]})
+    missing, unexpected = grown.load_state_dict(init_model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("guide.blocks.") for k in missing), (missing, unexpected)
+    print(f"fine-tuning {init_model.cfg.encoder} grown from {have['guide_blocks']} to "
+          f"{wanted['guide_blocks']} guide blocks ({len(missing)} new tensors start fresh)", flush=True)
+    return grown
+
+
 def validate(model: AIRM, val_root: str | Path, modes, limit: int | None, device) -> dict:
     """IoU/mBA of coarse vs refined masks on fixed validation cases, per coarse-mask mode."""
     from ..engine.frame import refine_whole  # engine imports the model; keep the import local
@@ -96,7 +119,7 @@ def train(config: TrainConfig | str | Path, data: str | Path, out: str | Path, *
     dataset = TrainCrops(data, crop=cfg.crop, coarse_mode=cfg.coarse_mode,
                          scale_range=tuple(cfg.scale_range), seed=cfg.seed)
     if init is not None:
-        model = load_model(init)
+        model = start_from(load_model(init), cfg.model)
         cfg.model = model.cfg.to_dict()
     else:
         model = build_model(cfg.model)
