@@ -189,3 +189,19 @@ def test_bad_training_config_is_named(tmp_path):
     cfg = tiny_config()
     cfg.save(tmp_path / "ok.yaml")
     assert TrainConfig.load(tmp_path / "ok.yaml") == cfg
+
+
+def test_window_point_features_equal_the_dense_crop():
+    """Training computes the guide on decode windows only; the values are the dense crop's."""
+    from napari_airm.training.step import window_point_features
+    torch.manual_seed(0)
+    model = build_model({**build_model("airm-b0").cfg.to_dict(), "guide_blocks": 1})
+    for p in model.guide.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    rgb, coarse = torch.rand(3, 3, 64, 64), (torch.rand(3, 1, 64, 64) > 0.5).float()
+    corners = torch.tensor([[0, 0], [40, 10], [13, 40]])  # on the crop's edge and inside
+    with torch.no_grad():
+        dense = model.point_features(rgb, coarse)
+        got = window_point_features(model, rgb, coarse, corners, 24)
+    want = torch.stack([dense[b, :, y:y + 24, x:x + 24] for b, (y, x) in enumerate(corners.tolist())])
+    torch.testing.assert_close(got, want.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5)

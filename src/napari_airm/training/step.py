@@ -48,6 +48,22 @@ def _gather_windows(x: torch.Tensor, corners: torch.Tensor, window: int) -> torc
                         for b, (y, xx) in enumerate(corners.tolist())])
 
 
+def window_point_features(model: AIRM, rgb: torch.Tensor, coarse: torch.Tensor,
+                          corners: torch.Tensor, window: int) -> torch.Tensor:
+    """``point_features`` of the crop, (B, window², P), computed on each window plus the guide's
+    halo (clipped at the crop, whose edges are the frame's): the same values as the dense crop
+    at a fraction of the full-resolution convolutions."""
+    r = model.guide_halo
+    H, W = rgb.shape[-2:]
+    out = []
+    for b, (y, x) in enumerate(corners.tolist()):
+        y0, x0 = max(y - r, 0), max(x - r, 0)
+        y1, x1 = min(y + window + r, H), min(x + window + r, W)
+        p = model.point_features(rgb[b:b + 1, :, y0:y1, x0:x1], coarse[b:b + 1, :, y0:y1, x0:x1])
+        out.append(p[0, :, y - y0:y - y0 + window, x - x0:x - x0 + window])
+    return torch.stack(out).flatten(2).transpose(1, 2)
+
+
 def training_forward(model: AIRM, rgb: torch.Tensor, coarse: torch.Tensor, gt: torch.Tensor, *,
                      encode_scale: float = 1.0, window: int | None = 112,
                      boundary_share: float = 0.75, weights: LossWeights = LossWeights(),
@@ -61,16 +77,16 @@ def training_forward(model: AIRM, rgb: torch.Tensor, coarse: torch.Tensor, gt: t
     want_pairs = model.affinity is not None
     enc = model.encode(rgb_e, coarse_e, want_pairs=want_pairs)
 
-    point = model.point_features(rgb, coarse_q)  # (B, P, H, W)
     if window is None or window >= min(H, W):
         corners = torch.zeros(B, 2, dtype=torch.long)
         wh, ww = H, W
+        point_q = model.point_features(rgb, coarse_q).flatten(2).transpose(1, 2)
     else:
         corners = boundary_windows(gt, window, boundary_share, generator)
         wh = ww = window
+        point_q = window_point_features(model, rgb, coarse_q, corners, window)
     grid = pixel_centers(H, W, device=rgb.device, dtype=rgb.dtype).reshape(H, W, 2).permute(2, 0, 1)
     coords = _gather_windows(grid.expand(B, -1, -1, -1), corners, wh).flatten(2).transpose(1, 2)
-    point_q = _gather_windows(point, corners, wh).flatten(2).transpose(1, 2)
     coarse_w = _gather_windows(coarse_q, corners, wh)
     gt_w = _gather_windows(gt, corners, wh)
     logits = model.decode(enc, coords, (H, W), point_q, coarse_w.flatten(1)).reshape(B, 1, wh, ww)
