@@ -158,3 +158,63 @@ class BackgroundJob:
 
             log.exception("napari-airm: applying a result failed")
             show_error(f"napari-airm: {describe_error(exc)}")
+
+
+class JobControls:
+    """Run / Cancel / progress plumbing of a widget that runs one ``BackgroundJob`` at a time.
+
+    The widget sets ``start_button``, ``cancel_button``, ``progress`` and ``status`` and
+    defines ``make_request()`` (raises ``ValueError`` with a message for the user),
+    ``job_function(req)`` (what ``BackgroundJob`` runs), ``starting_text(req)`` and
+    ``job_finished(req, outcome)`` (GUI thread, buttons already re-enabled).
+    """
+
+    _job: BackgroundJob | None = None
+    cancelling_text = "cancelling…"
+
+    @property
+    def running(self) -> bool:
+        return self._job is not None and self._job.running
+
+    def run(self, *_) -> BackgroundJob | None:
+        """Start the job in the background (returns it, or None on a bad choice)."""
+        if self.running:
+            return None
+        try:
+            req = self.make_request()
+        except ValueError as exc:
+            self._fail(str(exc))
+            return None
+        self._set_running(True)
+        self.status.value = self.starting_text(req)
+        self._job = BackgroundJob(self.job_function(req), on_progress=self._on_progress,
+                                  on_finish=lambda outcome: self._job_done(req, outcome)).start()
+        return self._job
+
+    def cancel(self, *_) -> None:
+        if self.running:
+            self._job.cancel()
+            self.status.value = self.cancelling_text
+
+    def _job_done(self, req, outcome: Outcome) -> None:
+        self._set_running(False)
+        if outcome.error is not None and not outcome.cancelled:
+            self._fail(outcome.error)
+        else:
+            self.job_finished(req, outcome)
+
+    def _show_progress(self, done: int, total: int) -> None:
+        self.progress.max = max(1, total)
+        self.progress.value = min(done, max(1, total))
+
+    def _on_progress(self, done: int, total: int, info=None) -> None:
+        self._show_progress(done, total)
+
+    def _fail(self, message: str) -> None:
+        report_failure(self.status, message)
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.enabled = not running
+        self.cancel_button.enabled = running
+        if running:
+            self.progress.value = 0

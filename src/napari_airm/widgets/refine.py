@@ -16,7 +16,7 @@ from superqt import QCollapsible
 from . import _layers as L
 from ._models import OTHER, check_model_folder, registry
 from ._refine_job import IN_PLACE, NEW, RefineRequest, RefineResult, run_refine
-from ._worker import BackgroundJob, Outcome, avoid_llvm_clash, report_failure
+from ._worker import JobControls, Outcome, avoid_llvm_clash
 
 __all__ = ["RefineWidget", "RefineRequest", "RefineResult", "run_refine", "NEW", "IN_PLACE",
            "ALL", "SELECTED"]
@@ -24,14 +24,13 @@ __all__ = ["RefineWidget", "RefineRequest", "RefineResult", "run_refine", "NEW",
 ALL, SELECTED = "all ids", "selected id"
 
 
-class RefineWidget(QWidget):
+class RefineWidget(JobControls, QWidget):
     """Refine a coarse mask (Labels or Shapes) of an image into a boundary-accurate Labels layer."""
 
     def __init__(self, napari_viewer):
         super().__init__()
         avoid_llvm_clash()  # before the first torch/timm import (model lists, training, refine)
         self.viewer = napari_viewer
-        self._job: BackgroundJob | None = None
         self.last_result: RefineResult | None = None
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.coarse = ComboBox(label="coarse mask", choices=self._coarse_choices,
@@ -52,6 +51,7 @@ class RefineWidget(QWidget):
         self.advanced = Container(widgets=[self.tile, self.dense])
         self.run_button = PushButton(text="Refine")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.start_button = self.run_button
         self.progress = ProgressBar(min=0, max=100, value=0, label="progress")
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
@@ -98,10 +98,6 @@ class RefineWidget(QWidget):
             self.status.value = f"new model available: {list(registered)[-1]}"
 
     # -- run -----------------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self._job is not None and self._job.running
-
     def make_request(self) -> RefineRequest:
         """Check the choices and collect what the worker needs (a clear error otherwise)."""
         from napari.layers import Image, Labels, Shapes
@@ -146,38 +142,21 @@ class RefineWidget(QWidget):
                 req.coarse = req.snapshot  # the run sees the layer as it was when it started
         return req
 
-    def run(self, *_) -> BackgroundJob | None:
-        """Start a refinement in the background (returns the job, or None on a bad choice)."""
-        if self.running:
-            return None
-        try:
-            req = self.make_request()
-        except ValueError as exc:
-            self._fail(str(exc))
-            return None
-        self._set_running(True)
-        self.status.value = "refining…"
-        self._job = BackgroundJob(partial(run_refine, req), on_progress=self._on_progress,
-                                  on_finish=partial(self._on_finish, req)).start()
-        return self._job
+    # -- the job (JobControls runs it) ----------------------------------------------------
+    def starting_text(self, req: RefineRequest) -> str:
+        return "refining…"
 
-    def cancel(self, *_) -> None:
-        if self.running:
-            self._job.cancel()
-            self.status.value = "cancelling…"
+    def job_function(self, req: RefineRequest):
+        return partial(run_refine, req)
 
     def _on_progress(self, done: int, total: int, _info=None) -> None:
-        self.progress.max = max(1, total)
-        self.progress.value = min(done, max(1, total))
+        self._show_progress(done, total)
         self.status.value = f"refining… {done}/{total}"
 
-    def _on_finish(self, req: RefineRequest, outcome: Outcome) -> None:
-        self._set_running(False)
+    def job_finished(self, req: RefineRequest, outcome: Outcome) -> None:
         if outcome.cancelled:
             self.progress.value = 0
             self.status.value = "cancelled: nothing was changed"
-        elif outcome.error is not None:
-            self._fail(outcome.error)
         else:
             self.apply(req, outcome.value)
 
@@ -194,11 +173,3 @@ class RefineWidget(QWidget):
             self.status.value = f"refined '{req.source_name}' → '{name}' in {result.seconds:.1f} s"
         self.progress.value = self.progress.max
 
-    def _fail(self, message: str) -> None:
-        report_failure(self.status, message)
-
-    def _set_running(self, running: bool) -> None:
-        self.run_button.enabled = not running
-        self.cancel_button.enabled = running
-        if running:
-            self.progress.value = 0

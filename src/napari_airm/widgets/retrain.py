@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QListWidget, QVBoxLayout, QWidget
 from . import _layers as L
 from ._export import export_pairs
 from ._models import OTHER, check_model_folder, registry
-from ._worker import BackgroundJob, Outcome, avoid_llvm_clash, report_failure
+from ._worker import JobControls, Outcome, avoid_llvm_clash
 
 DEFAULT_WORKDIR = Path.home() / "napari-airm" / "finetune"
 
@@ -64,14 +64,13 @@ def run_retrain(req: RetrainRequest, report: Callable = lambda d, t, i=None: Non
                      on_step=lambda s, t, parts: report(s, t, parts))
 
 
-class RetrainWidget(QWidget):
+class RetrainWidget(JobControls, QWidget):
     """Fine-tune the model on masks the annotator corrected; register the result for Refine."""
 
     def __init__(self, napari_viewer):
         super().__init__()
         avoid_llvm_clash()  # before the first torch/timm import (model lists, training, refine)
         self.viewer = napari_viewer
-        self._job: BackgroundJob | None = None
         self.pairs: list[tuple[object, object]] = []
         self.new_model: str | None = None
         self.image = ComboBox(label="image", choices=self._image_choices)
@@ -91,6 +90,7 @@ class RetrainWidget(QWidget):
         self.lr = LineEdit(label="learning rate", value="1e-4")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.train_button = PushButton(text="Train")
+        self.start_button = self.train_button
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=100, value=0, label="progress")
         self.status = Label(value="")
@@ -164,10 +164,6 @@ class RetrainWidget(QWidget):
             self.pair_list.addItem(f"{image.name}  ←  {labels.name}")
 
     # -- run -----------------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self._job is not None and self._job.running
-
     def make_request(self) -> RetrainRequest:
         if not self.pairs and not self.add_pair():
             raise L.LayerError("add at least one (image, corrected labels) pair")
@@ -190,51 +186,29 @@ class RetrainWidget(QWidget):
                               crop=int(self.crop.value), batch_size=int(self.batch.value), lr=lr,
                               device=None if self.device.value == "auto" else self.device.value)
 
-    def run(self, *_) -> BackgroundJob | None:
-        if self.running:
-            return None
-        try:
-            req = self.make_request()
-        except ValueError as exc:
-            self._fail(str(exc))
-            return None
-        self._set_running(True)
-        self.status.value = f"exporting {len(req.pairs)} pair(s) to {req.run_dir / 'data'}…"
-        self._job = BackgroundJob(partial(run_retrain, req), on_progress=self._on_progress,
-                                  on_finish=self._on_finish).start()
-        return self._job
+    # -- the job (JobControls runs it) ----------------------------------------------------
+    cancelling_text = "stopping…"
 
-    def cancel(self, *_) -> None:
-        if self.running:
-            self._job.cancel()
-            self.status.value = "stopping…"
+    def starting_text(self, req: RetrainRequest) -> str:
+        return f"exporting {len(req.pairs)} pair(s) to {req.run_dir / 'data'}…"
+
+    def job_function(self, req: RetrainRequest):
+        return partial(run_retrain, req)
 
     def _on_progress(self, done: int, total: int, info=None) -> None:
-        self.progress.max = max(1, total)
-        self.progress.value = min(done, max(1, total))
+        self._show_progress(done, total)
         if isinstance(info, dict):
             self.status.value = f"step {done}/{total}, loss {info.get('total', float('nan')):.4f}"
         elif info:
             self.status.value = str(info)
 
-    def _on_finish(self, outcome: Outcome) -> None:
-        self._set_running(False)
+    def job_finished(self, req: RetrainRequest, outcome: Outcome) -> None:
         if outcome.cancelled:
             self.status.value = "training stopped; no model was registered"
-        elif outcome.error is not None:
-            self._fail(outcome.error)
-        else:
-            result = outcome.value
-            self.new_model = registry.register(result.model_dir, name=result.out_dir.parent.name)
-            self.progress.value = self.progress.max
-            self.status.value = (f"trained {result.steps} steps → model '{self.new_model}' "
-                                 f"({result.model_dir}); pick it in the Refine widget")
+            return
+        result = outcome.value
+        self.new_model = registry.register(result.model_dir, name=result.out_dir.parent.name)
+        self.progress.value = self.progress.max
+        self.status.value = (f"trained {result.steps} steps → model '{self.new_model}' "
+                             f"({result.model_dir}); pick it in the Refine widget")
 
-    def _fail(self, message: str) -> None:
-        report_failure(self.status, message)
-
-    def _set_running(self, running: bool) -> None:
-        self.train_button.enabled = not running
-        self.cancel_button.enabled = running
-        if running:
-            self.progress.value = 0
