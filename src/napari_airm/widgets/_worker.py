@@ -163,7 +163,8 @@ class BackgroundJob:
 class JobControls:
     """Run / Cancel / progress plumbing of a widget that runs one ``BackgroundJob`` at a time.
 
-    The widget sets ``start_button``, ``cancel_button``, ``progress`` and ``status`` and
+    The widget sets ``start_button`` and ``status`` (``cancel_button`` and ``progress`` if it
+    has them) and
     defines ``make_request()`` (raises ``ValueError`` with a message for the user),
     ``job_function(req)`` (what ``BackgroundJob`` runs), ``starting_text(req)`` and
     ``job_finished(req, outcome)`` (GUI thread, buttons already re-enabled).
@@ -204,6 +205,8 @@ class JobControls:
             self.job_finished(req, outcome)
 
     def _show_progress(self, done: int, total: int) -> None:
+        if self.progress is None:
+            return
         self.progress.max = max(1, total)
         self.progress.value = min(done, max(1, total))
 
@@ -213,8 +216,12 @@ class JobControls:
     def _fail(self, message: str) -> None:
         report_failure(self.status, message)
 
+    cancel_button = None
+    progress = None
+
     def _set_running(self, running: bool) -> None:
         self.start_button.enabled = not running
-        self.cancel_button.enabled = running
-        if running:
+        if self.cancel_button is not None:
+            self.cancel_button.enabled = running
+        if running and self.progress is not None:
             self.progress.value = 0

@@ -15,7 +15,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QApplication, QFileDialog, QTable
 
 from . import _layers as L
 from ._plot import RadiusPlot
-from ._worker import BackgroundJob, Outcome, avoid_llvm_clash, report_failure
+from ._worker import JobControls, Outcome, avoid_llvm_clash
 
 NONE = "(none)"
 COLUMNS = ["object", "iou", "mba", "coarse_iou", "coarse_mba", "gain_iou", "gain_mba"]
@@ -93,7 +93,7 @@ def report_csv(report: dict) -> str:
     return buf.getvalue()
 
 
-class EvaluateWidget(QWidget):
+class EvaluateWidget(JobControls, QWidget):
     """Measure a prediction Labels layer against ground truth the way the field reports it."""
 
     def __init__(self, napari_viewer):
@@ -101,12 +101,12 @@ class EvaluateWidget(QWidget):
         avoid_llvm_clash()  # before the first torch/timm import (model lists, training, refine)
         self.viewer = napari_viewer
         self.report: dict | None = None
-        self._job: BackgroundJob | None = None
         self.pred = ComboBox(label="prediction", choices=self._labels_choices)
         self.gt = ComboBox(label="ground truth", choices=self._labels_choices)
         self.coarse = ComboBox(label="coarse (optional)",
                                choices=lambda w: [(NONE, None)] + self._labels_choices())
         self.run_button = PushButton(text="Evaluate")
+        self.start_button = self.run_button
         self.copy_button = PushButton(text="Copy CSV", enabled=False)
         self.export_button = PushButton(text="Export CSV…", enabled=False)
         self.status = Label(value="")
@@ -143,43 +143,33 @@ class EvaluateWidget(QWidget):
     def reset_choices(self, *_):
         self.form.reset_choices()
 
-    @property
-    def running(self) -> bool:
-        return self._job is not None and self._job.running
-
-    def run(self, *_) -> BackgroundJob | None:
+    # -- the job (JobControls runs it) ----------------------------------------------------
+    def make_request(self):
+        """The evaluation to run, as a function of (report, cancelled)."""
         from napari.layers import Labels
 
-        if self.running:
-            return None
         pred, gt, coarse = self.pred.value, self.gt.value, self.coarse.value
-        try:
-            if not isinstance(pred, Labels) or not isinstance(gt, Labels):
-                raise L.LayerError("choose a prediction and a ground-truth Labels layer")
-            if pred is gt:
-                raise L.LayerError("the prediction and the ground truth are the same layer")
-            L.check_same_size(gt, pred)
-            if coarse is not None:
-                L.check_same_size(gt, coarse)
-        except ValueError as exc:
-            self._fail(str(exc))
-            return None
-        self.status.value = "evaluating…"
-        self.run_button.enabled = False
-        fn = partial(evaluate_arrays, L.level0(pred), L.level0(gt),
-                     None if coarse is None else L.level0(coarse))
-        self._job = BackgroundJob(fn, on_finish=self._on_finish).start()
-        return self._job
+        if not isinstance(pred, Labels) or not isinstance(gt, Labels):
+            raise L.LayerError("choose a prediction and a ground-truth Labels layer")
+        if pred is gt:
+            raise L.LayerError("the prediction and the ground truth are the same layer")
+        L.check_same_size(gt, pred)
+        if coarse is not None:
+            L.check_same_size(gt, coarse)
+        return partial(evaluate_arrays, L.level0(pred), L.level0(gt),
+                       None if coarse is None else L.level0(coarse))
 
-    def _on_finish(self, outcome: Outcome) -> None:
-        self.run_button.enabled = True
-        if outcome.error is not None:
-            self._fail(outcome.error)
-            return
+    def starting_text(self, _req) -> str:
+        return "evaluating…"
+
+    def job_function(self, req):
+        return req
+
+    def job_finished(self, _req, outcome: Outcome) -> None:
         if outcome.cancelled:
             self.status.value = "cancelled"
-            return
-        self.show_report(outcome.value)
+        else:
+            self.show_report(outcome.value)
 
     def show_report(self, report: dict) -> None:
         self.report = report
@@ -227,9 +217,6 @@ class EvaluateWidget(QWidget):
             f.write(self.csv_text())
         self.status.value = f"saved {path}"
         return path
-
-    def _fail(self, message: str) -> None:
-        report_failure(self.status, message)
 
 
 def _pct(v) -> str:
