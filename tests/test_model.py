@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from napari_airm.model import AIRM, available_models, build_model, load_model, save_model
 from napari_airm.model.affinity import affinity_loss
+from napari_airm.model.airm import block_order
 from napari_airm.model.implicit import pixel_centers
 from napari_airm.model.implicit import query_features as _query_features
 
@@ -100,16 +101,20 @@ def test_point_features_at_pixels_equal_the_dense_guide(blocks):
     model = build_model({**build_model("airm-b0").cfg.to_dict(), "guide_blocks": blocks}).eval()
     for p in model.guide.parameters():  # the residual branch starts at zero: make it count
         torch.nn.init.normal_(p, std=0.2)
-    rgb, mask = batch(size=40)
-    rgb, mask = rgb[:1, :, :37], mask[:1, :, :37]  # not square, not a multiple of anything
+    rgb, mask = batch(size=160)
+    rgb, mask = rgb[:1, :, :157], mask[:1, :, :157]  # not square, not a multiple of the block
     g = torch.Generator().manual_seed(1)
-    ys = torch.cat([torch.tensor([0, 36, 0, 36, 1]), torch.randint(0, 37, (200,), generator=g)])
-    xs = torch.cat([torch.tensor([0, 0, 39, 39, 38]), torch.randint(0, 40, (200,), generator=g)])
+    ys = torch.cat([torch.tensor([0, 156, 0, 156, 63, 64, 65]), torch.randint(0, 157, (500,), generator=g)])
+    xs = torch.cat([torch.tensor([0, 0, 159, 159, 64, 63, 127]), torch.randint(0, 160, (500,), generator=g)])
+    order = block_order(ys, xs, 160)
     with torch.no_grad():
         dense = model.point_features(rgb, mask)[0, :, ys, xs].T
-        at = model.point_features_at(mask, model.guide_input(rgb, mask), ys, xs)[0]
+        guide_input = model.guide_input(rgb, mask)
+        at = model.point_features_at(mask, guide_input, ys, xs)[0]  # any order is right
+        grouped = model.point_features_at(mask, guide_input, ys[order], xs[order])[0]
     assert model.guide_halo == 2 + 2 * blocks
     torch.testing.assert_close(at, dense, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grouped, dense[order], atol=1e-5, rtol=1e-5)
 
 
 def test_a_grown_guide_starts_as_the_model_it_grew_from(airm_b0):

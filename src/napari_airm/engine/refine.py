@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model.airm import AIRM
+from ..model.airm import AIRM, block_order
 from ..model.fuse import inference_copy
 from .errors import Cancelled, InputError
 from .labels import refine_labels, scan_mask
@@ -144,23 +144,21 @@ class BinaryRefiner:
         band of ``radius`` pixels around the coarse boundary (elsewhere the coarse value)."""
         H, W = rgb.shape[-2:]
         if self.dense:
-            ys, xs = None, None
-            n = H * W
+            ys, xs = (t.reshape(-1) for t in torch.meshgrid(
+                torch.arange(H, device=rgb.device), torch.arange(W, device=rgb.device), indexing="ij"))
         else:
             band = torch.from_numpy(band_mask(coarse[0, 0].float().cpu().numpy(), radius))
             ys, xs = (t.to(rgb.device) for t in torch.nonzero(band, as_tuple=True))
-            n = len(ys)
+        n = len(ys)
         prob = coarse.clone().float()
         if n == 0:
             return prob
+        order = block_order(ys, xs, W)  # the guide is computed block by block
+        ys, xs = ys[order], xs[order]
         guide_input = self.model.guide_input(rgb, coarse) if self.model.guide is not None else None
         flat = prob.view(-1)
         for s in range(0, n, DECODE_CHUNK):
-            if ys is None:
-                idx = torch.arange(s, min(s + DECODE_CHUNK, n), device=rgb.device)
-                y, x = idx // W, idx % W
-            else:
-                y, x = ys[s:s + DECODE_CHUNK], xs[s:s + DECODE_CHUNK]
+            y, x = ys[s:s + DECODE_CHUNK], xs[s:s + DECODE_CHUNK]
             coords = torch.stack([(y.to(rgb.dtype) * 2 + 1) / H - 1,
                                   (x.to(rgb.dtype) * 2 + 1) / W - 1], -1)[None]
             point = self.model.point_features_at(coarse, guide_input, y, x)

@@ -21,6 +21,7 @@ from .implicit import decode_queries, first_layer_cells, pixel_centers
 
 RGB_MEAN = (0.485, 0.456, 0.406)
 RGB_STD = (0.229, 0.224, 0.225)
+GUIDE_BLOCK = 64  # pixels a side of the blocks on which Guide.at computes the guide densely
 
 
 @dataclass
@@ -66,37 +67,38 @@ class Guide(nn.Module):
             h = F.relu(h + conv_b(F.relu(conv_a(h))))
         return h
 
-    def at(self, padded: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
-           size: tuple[int, int]) -> torch.Tensor:
-        """``forward`` of a frame of ``size`` at pixels (ys, xs) only: (Q, channels).
+    def at(self, x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """``forward(x)[0]`` at pixels (ys, xs) only: (Q, channels); x is a (1, 4, H, W) frame.
 
-        ``padded`` is the (4, H+2r, W+2r) input zero-padded by ``halo`` r. Each query's
-        (2r+1)² neighbourhood is gathered and every 3×3 convolution runs unpadded, with
-        activations outside the frame zeroed after each one: exactly what the dense,
-        zero-padded network gives, at a cost proportional to the queries, not the frame.
+        Computed densely on the ``GUIDE_BLOCK``-pixel blocks that hold queries, each with
+        ``halo`` pixels of context clipped at the frame (where the zero padding is the frame's
+        own): exactly the dense values, at a cost that follows the queried area, not the frame.
+        Queries sorted by block (``block_order``) compute each block once.
         """
-        H, W = size
-        r = self.halo
-        off = torch.arange(-r, r + 1, device=padded.device)
-        rows = ys[:, None] + r + off[None, :]  # (Q, 2r+1)
-        cols = xs[:, None] + r + off[None, :]
-        flat = (rows[:, :, None] * (W + 2 * r) + cols[:, None, :]).reshape(-1)
-        n = 2 * r + 1
-        x = padded.reshape(padded.shape[0], -1)[:, flat].reshape(-1, len(ys), n, n).transpose(0, 1)
+        H, W = x.shape[-2:]
+        r, n_bx = self.halo, -(-W // GUIDE_BLOCK)
+        keys, inverse, counts = torch.unique_consecutive(
+            (ys // GUIDE_BLOCK) * n_bx + xs // GUIDE_BLOCK, return_inverse=True, return_counts=True)
+        out = x.new_empty(len(ys), self.net[0].out_channels)
+        start = 0
+        for key, n in zip(keys.tolist(), counts.tolist()):
+            by, bx = divmod(key, n_bx)
+            y0, x0 = max(by * GUIDE_BLOCK - r, 0), max(bx * GUIDE_BLOCK - r, 0)
+            y1, x1 = min((by + 1) * GUIDE_BLOCK + r, H), min((bx + 1) * GUIDE_BLOCK + r, W)
+            h = self.forward(x[:, :, y0:y1, x0:x1])[0]
+            sl = slice(start, start + n)
+            out[sl] = h[:, ys[sl] - y0, xs[sl] - x0].T
+            start += n
+        return out
 
-        def conv(t, layer):  # valid 3×3 convolution, then zero what lies outside the frame
-            t = F.conv2d(t, layer.weight, layer.bias)
-            k = (t.shape[-1] - 1) // 2
-            o = torch.arange(-k, k + 1, device=t.device)
-            iy = ((ys[:, None] + o) >= 0) & ((ys[:, None] + o) < H)
-            ix = ((xs[:, None] + o) >= 0) & ((xs[:, None] + o) < W)
-            return t * (iy[:, None, :, None] & ix[:, None, None, :]).to(t.dtype)
 
-        conv1, _, conv2, _ = self.net
-        h = F.relu(conv(F.relu(conv(x, conv1)), conv2))
-        for conv_a, conv_b in self.blocks:
-            h = F.relu(h[:, :, 2:-2, 2:-2] + conv(F.relu(conv(h, conv_a)), conv_b))
-        return h[:, :, 0, 0]
+def block_order(ys: torch.Tensor, xs: torch.Tensor, width: int) -> torch.Tensor:
+    """A permutation that groups pixels by ``GUIDE_BLOCK`` block (row-major inside each), so
+    that ``Guide.at`` computes every block once for a run of queries."""
+    n_bx = -(-width // GUIDE_BLOCK)
+    key = ((ys // GUIDE_BLOCK) * n_bx + xs // GUIDE_BLOCK) * (GUIDE_BLOCK * GUIDE_BLOCK) \
+        + (ys % GUIDE_BLOCK) * GUIDE_BLOCK + xs % GUIDE_BLOCK
+    return torch.argsort(key)
 
 
 def normalise(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -187,19 +189,19 @@ class AIRM(nn.Module):
         return self.guide.halo if self.guide is not None else 0
 
     def guide_input(self, rgb: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        """The zero-padded guide input of a (1,·,H,W) frame, computed once per frame for
-        ``point_features_at``: (4, H+2r, W+2r) with r = ``guide_halo``."""
-        r = self.guide_halo
-        return F.pad(normalise(rgb, coarse)[0], (r, r, r, r))
+        """The guide input of a (1,·,H,W) frame, computed once per frame for
+        ``point_features_at``: (1, 4, H, W)."""
+        x = normalise(rgb, coarse)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def point_features_at(self, coarse: torch.Tensor, guide_input: torch.Tensor | None,
                           ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        """``point_features`` of a (1,·,H,W) frame at pixels (ys, xs) only: (1, Q, P),
-        at a cost proportional to the number of pixels, not the frame."""
+        """``point_features`` of a (1,·,H,W) frame at pixels (ys, xs) only: (1, Q, P), at a
+        cost that follows the queried area, not the frame (order queries with ``block_order``)."""
         coarse_q = coarse[0, 0, ys, xs]
         parts = [(coarse_q * 2 - 1)[:, None]]
         if self.guide is not None:
-            parts.append(self.guide.at(guide_input, ys, xs, tuple(coarse.shape[-2:])))
+            parts.append(self.guide.at(guide_input, ys, xs))
         return torch.cat(parts, dim=1).unsqueeze(0)
 
     def decode(self, enc: Encoded, coords: torch.Tensor, frame_size: tuple[int, int],
