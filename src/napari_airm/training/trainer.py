@@ -68,9 +68,8 @@ def start_from(init_model: AIRM, requested) -> AIRM:
     except (ValueError, TypeError):
         return init_model
     have = init_model.cfg.to_dict()
-    same_but_guide = {k: v for k, v in wanted.items() if k not in ("guide_blocks", "encoder_init")} == \
-        {k: v for k, v in have.items() if k not in ("guide_blocks", "encoder_init")}
-    if not same_but_guide or wanted["guide_blocks"] <= have["guide_blocks"]:
+    rest = lambda cfg: {k: v for k, v in cfg.items() if k not in ("guide_blocks", "encoder_init")}  # noqa: E731
+    if rest(wanted) != rest(have) or wanted["guide_blocks"] <= have["guide_blocks"]:
         return init_model
     grown = build_model({**have, "guide_blocks": wanted["guide_blocks"]})
     missing, unexpected = grown.load_state_dict(init_model.state_dict(), strict=False)
