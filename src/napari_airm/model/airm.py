@@ -75,28 +75,39 @@ class Guide(nn.Module):
         own): exactly the dense values, at a cost that follows the queried area, not the frame.
         Queries sorted by block (``block_order``) compute each block once.
         """
-        H, W = x.shape[-2:]
-        r, n_bx = self.halo, -(-W // GUIDE_BLOCK)
-        keys, inverse, counts = torch.unique_consecutive(
-            (ys // GUIDE_BLOCK) * n_bx + xs // GUIDE_BLOCK, return_inverse=True, return_counts=True)
+        keys, counts = torch.unique_consecutive(_block_key(ys, xs, x.shape[-1]), return_counts=True)
+        n_bx = -(-x.shape[-1] // GUIDE_BLOCK)
         out = x.new_empty(len(ys), self.net[0].out_channels)
         start = 0
         for key, n in zip(keys.tolist(), counts.tolist()):
             by, bx = divmod(key, n_bx)
-            y0, x0 = max(by * GUIDE_BLOCK - r, 0), max(bx * GUIDE_BLOCK - r, 0)
-            y1, x1 = min((by + 1) * GUIDE_BLOCK + r, H), min((bx + 1) * GUIDE_BLOCK + r, W)
-            h = self.forward(x[:, :, y0:y1, x0:x1])[0]
+            y0, x0 = by * GUIDE_BLOCK, bx * GUIDE_BLOCK
+            h = self.region(x, y0, y0 + GUIDE_BLOCK, x0, x0 + GUIDE_BLOCK)[0]
             sl = slice(start, start + n)
             out[sl] = h[:, ys[sl] - y0, xs[sl] - x0].T
             start += n
         return out
 
+    def region(self, x: torch.Tensor, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        """``forward(x)[:, :, y0:y1, x0:x1]`` of a (B, 4, H, W) frame (box clipped at the frame),
+        computed on the box plus ``halo`` pixels of context only: exact, because outside the
+        frame the zero padding is the frame's own."""
+        H, W = x.shape[-2:]
+        r = self.halo
+        a0, b0 = max(y0 - r, 0), max(x0 - r, 0)
+        h = self.forward(x[:, :, a0:min(y1 + r, H), b0:min(x1 + r, W)])
+        return h[:, :, y0 - a0:min(y1, H) - a0, x0 - b0:min(x1, W) - b0]
+
+
+def _block_key(ys: torch.Tensor, xs: torch.Tensor, width: int) -> torch.Tensor:
+    """Index of the ``GUIDE_BLOCK`` block holding each pixel of a frame ``width`` wide."""
+    return (ys // GUIDE_BLOCK) * -(-width // GUIDE_BLOCK) + xs // GUIDE_BLOCK
+
 
 def block_order(ys: torch.Tensor, xs: torch.Tensor, width: int) -> torch.Tensor:
     """A permutation that groups pixels by ``GUIDE_BLOCK`` block (row-major inside each), so
     that ``Guide.at`` computes every block once for a run of queries."""
-    n_bx = -(-width // GUIDE_BLOCK)
-    key = ((ys // GUIDE_BLOCK) * n_bx + xs // GUIDE_BLOCK) * (GUIDE_BLOCK * GUIDE_BLOCK) \
+    key = _block_key(ys, xs, width) * (GUIDE_BLOCK * GUIDE_BLOCK) \
         + (ys % GUIDE_BLOCK) * GUIDE_BLOCK + xs % GUIDE_BLOCK
     return torch.argsort(key)
 

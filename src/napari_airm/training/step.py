@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import LossWeights, total_loss
-from ..model.airm import AIRM, resize
+from ..model.airm import AIRM, normalise, resize
 from ..model.implicit import pixel_centers
 
 
@@ -50,18 +50,15 @@ def _gather_windows(x: torch.Tensor, corners: torch.Tensor, window: int) -> torc
 
 def window_point_features(model: AIRM, rgb: torch.Tensor, coarse: torch.Tensor,
                           corners: torch.Tensor, window: int) -> torch.Tensor:
-    """``point_features`` of the crop, (B, window², P), computed on each window plus the guide's
-    halo (clipped at the crop, whose edges are the frame's): the same values as the dense crop
-    at a fraction of the full-resolution convolutions."""
-    r = model.guide_halo
-    H, W = rgb.shape[-2:]
-    out = []
-    for b, (y, x) in enumerate(corners.tolist()):
-        y0, x0 = max(y - r, 0), max(x - r, 0)
-        y1, x1 = min(y + window + r, H), min(x + window + r, W)
-        p = model.point_features(rgb[b:b + 1, :, y0:y1, x0:x1], coarse[b:b + 1, :, y0:y1, x0:x1])
-        out.append(p[0, :, y - y0:y - y0 + window, x - x0:x - x0 + window])
-    return torch.stack(out).flatten(2).transpose(1, 2)
+    """``point_features`` of the crop, (B, window², P), with the guide computed on each window
+    plus its halo only (``Guide.region``): the dense crop's values at a fraction of the
+    full-resolution convolutions."""
+    parts = [_gather_windows(coarse * 2 - 1, corners, window)]
+    if model.guide is not None:
+        x = normalise(rgb, coarse)
+        parts.append(torch.cat([model.guide.region(x[b:b + 1], y, y + window, xx, xx + window)
+                                for b, (y, xx) in enumerate(corners.tolist())]))
+    return torch.cat(parts, dim=1).flatten(2).transpose(1, 2)
 
 
 def training_forward(model: AIRM, rgb: torch.Tensor, coarse: torch.Tensor, gt: torch.Tensor, *,
