@@ -213,6 +213,26 @@ def test_train_crops_prefer_windows_with_a_boundary(tmp_path):
     assert with_boundary >= 5  # vs ~1 in 20 for uniformly random windows
 
 
+@pytest.mark.parametrize("size", [81, 97, 113, 125])
+def test_rescaled_mask_stays_on_its_image(size):
+    # an image with a step edge and the mask of that edge: after rescaling, the mask must
+    # start where the image crosses half intensity. (OpenCV's nearest-neighbour resize put
+    # it ~0.4 px down/right, and a model trained on such crops learns that offset.)
+    from napari_airm.data.dataset import rescale_pair
+    offsets = []
+    for edge in range(30, 70, 3):
+        gt = np.zeros((8, 100), bool)
+        gt[:, edge:] = True
+        image = np.repeat((gt * 255).astype(np.uint8)[..., None], 3, axis=2)
+        img2, gt2 = rescale_pair(image, gt, (8, size))
+        assert gt2.shape == (8, size) and img2.shape == (8, size, 3) and gt2.dtype == bool
+        true_edge = edge * size / 100  # continuous position of the edge after scaling
+        offsets.append(np.argmax(gt2[4]) - true_edge)
+        # and where the image's half-intensity crossing is (ties round either way in uint8)
+        assert abs(np.argmax(gt2[4]) - np.argmax(img2[4, :, 0] >= 128)) <= 1
+    assert abs(np.mean(offsets)) < 0.15 and max(map(abs, offsets)) < 0.75
+
+
 def test_val_cases_are_fixed(disc_dataset):
     a = ValCases(disc_dataset, mode="perturb", seed=0)
     b = ValCases(disc_dataset, mode="perturb", seed=0)
