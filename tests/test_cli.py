@@ -409,3 +409,19 @@ def test_demo_is_a_registered_subcommand():
     parser = cli.build_parser()
     args = parser.parse_args(["demo"])
     assert args.func is cli.cmd_demo and args.size == "3072x4096"
+
+
+def test_average_writes_a_loadable_model_and_protects_an_existing_folder(model_dir, tmp_path, capsys):
+    from napari_airm.model import load_model
+
+    out = tmp_path / "avg"
+    rc, stdout, _ = run(["average", model_dir, model_dir, "--out", out], capsys)
+    assert rc == 0 and "averaged 2 models" in stdout
+    load_model(out)
+    before = (out / "weights.safetensors").read_bytes()
+    rc, _, err = run(["average", model_dir, model_dir, "--out", out], capsys)
+    assert_one_line_error(rc, err)
+    assert "--overwrite" in err and (out / "weights.safetensors").read_bytes() == before
+    rc, _, err = run(["average", model_dir, "--out", tmp_path / "one"], capsys)
+    assert_one_line_error(rc, err)
+    assert "at least two" in err

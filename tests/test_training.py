@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from napari_airm.model import build_model, load_model, save_model
@@ -205,3 +206,45 @@ def test_window_point_features_equal_the_dense_crop():
         got = window_point_features(model, rgb, coarse, corners, 24)
     want = torch.stack([dense[b, :, y:y + 24, x:x + 24] for b, (y, x) in enumerate(corners.tolist())])
     torch.testing.assert_close(got, want.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# snapshot averaging (SWA)
+# --------------------------------------------------------------------------------------------
+def _perturbed_copy(model, seed):
+    import copy
+
+    other = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.01)
+    return other
+
+
+def test_average_of_snapshots_is_their_elementwise_mean(tmp_path):
+    from napari_airm.training.average import average_models
+
+    base = build_model("airm-b0")
+    paths = [save_model(_perturbed_copy(base, s), tmp_path / f"s{s}", half=False,
+                        train_config={"lr": 1e-4, "seed": s}) for s in range(3)]
+    out = average_models(paths, tmp_path / "avg")
+    avg = load_model(out).state_dict()
+    states = [load_model(p).state_dict() for p in paths]
+    for key, value in avg.items():
+        if value.is_floating_point():
+            expected = (states[0][key] + states[1][key] + states[2][key]) / 3
+            torch.testing.assert_close(value, expected.to(value.dtype), atol=2e-3, rtol=1e-3)  # float16 file
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["train"]["seed"] == 2  # the last snapshot's recipe
+    assert config["metadata"]["averaged_from"] == [str(p) for p in paths]
+
+
+def test_average_refuses_models_of_different_architectures(tmp_path):
+    from napari_airm.training.average import average_models
+
+    a = save_model(build_model("airm-b0"), tmp_path / "a")
+    b = save_model(build_model({**build_model("airm-b0").cfg.to_dict(), "guide_blocks": 1}), tmp_path / "b")
+    with pytest.raises(ValueError, match="another architecture"):
+        average_models([a, b], tmp_path / "avg")
+    assert not (tmp_path / "avg").exists()

@@ -353,6 +353,24 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_average(args) -> int:
+    from .training.average import average_models
+
+    for path in args.models:
+        _check_model(path)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise CLIError(f"{out} exists and is not empty (use --overwrite to replace it)")
+    if len(args.models) < 2:
+        raise CLIError("average needs at least two model folders")
+    try:
+        written = average_models(args.models, out)
+    except ValueError as exc:  # architectures differ
+        raise CLIError(str(exc)) from exc
+    print(f"averaged {len(args.models)} models into {written}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- refine-many
 
 
@@ -494,6 +512,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("average", parents=[common], help="average the weights of snapshots of one run",
+                       description="Stochastic weight averaging: a model whose weights are the mean "
+                                   "of the given model folders (same architecture, e.g. one run's "
+                                   "model-stepN snapshots).")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model folders (two or more)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the averaged model's folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=cmd_average)
 
     for name, aliases in (("refine-many", ["batch"]),):
         p = sub.add_parser(name, aliases=aliases, parents=[common, engine],
