@@ -358,11 +358,13 @@ def cmd_average(args) -> int:
 
     for path in args.models:
         _check_model(path)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise CLIError(f"{out} exists and is not empty (use --overwrite to replace it)")
     if len(args.models) < 2:
         raise CLIError("average needs at least two model folders")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"{out} is a file, not a folder for the averaged model")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise CLIError(f"{out} exists and is not empty (use --overwrite to replace it)")
     try:
         written = average_models(args.models, out)
     except ValueError as exc:  # architectures differ
