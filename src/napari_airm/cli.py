@@ -358,8 +358,6 @@ def cmd_average(args) -> int:
 
     for path in args.models:
         _check_model(path)
-    if len(args.models) < 2:
-        raise CLIError("average needs at least two model folders")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"{out} is a file, not a folder for the averaged model")
@@ -367,7 +365,7 @@ def cmd_average(args) -> int:
         raise CLIError(f"{out} exists and is not empty (use --overwrite to replace it)")
     try:
         written = average_models(args.models, out)
-    except ValueError as exc:  # architectures differ
+    except ValueError as exc:  # fewer than two models, or architectures that differ
         raise CLIError(str(exc)) from exc
     print(f"averaged {len(args.models)} models into {written}")
     return 0
