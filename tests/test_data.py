@@ -160,6 +160,19 @@ def test_synthesize_coarse_modes():
         synthesize_coarse(gt, np.random.default_rng(0), "blur")
 
 
+def test_mixed_mode_draws_lowres_masks_at_the_configured_share():
+    gt = disc()
+    for share, synthesise in ((0.0, perturb_coarse), (1.0, lowres_coarse)):
+        for seed in range(3):
+            expected_rng = np.random.default_rng(seed)
+            expected_rng.random()  # "mixed" first draws which kind of mask to make
+            np.testing.assert_array_equal(
+                synthesize_coarse(gt, np.random.default_rng(seed), "mixed", lowres_share=share),
+                synthesise(gt, expected_rng))
+    with pytest.raises(ValueError, match="lowres_share"):
+        synthesize_coarse(gt, np.random.default_rng(0), "mixed", lowres_share=1.5)
+
+
 # --------------------------------------------------------------------------------------------
 # TrainCrops / ValCases
 # --------------------------------------------------------------------------------------------

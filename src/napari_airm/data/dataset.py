@@ -106,8 +106,9 @@ class TrainCrops(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | Path, crop: int = 224, coarse_mode: str = "mixed",
-                 scale_range=(0.75, 1.25), seed: int = 0):
+                 scale_range=(0.75, 1.25), seed: int = 0, lowres_share: float = 0.25):
         self.pairs = find_pairs(root)
+        self.lowres_share = lowres_share
         self.crop, self.coarse_mode, self.scale_range, self.seed = crop, coarse_mode, scale_range, seed
         self.epoch = 0
 
@@ -123,7 +124,8 @@ class TrainCrops(torch.utils.data.Dataset):
         if rng.random() < 0.5:
             image, gt = image[:, ::-1], gt[:, ::-1]
         image = _colour_jitter(image, rng)
-        coarse = synthesize_coarse(np.ascontiguousarray(gt), rng, self.coarse_mode)
+        coarse = synthesize_coarse(np.ascontiguousarray(gt), rng, self.coarse_mode,
+                                   self.lowres_share)
         to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a))
         return (to_t(image).permute(2, 0, 1).float() / 255,
                 to_t(coarse)[None].float(), to_t(gt)[None].float())

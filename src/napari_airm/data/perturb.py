@@ -125,11 +125,15 @@ def perturb_coarse(gt: np.ndarray, rng: np.random.Generator, iou_range=(0.8, 1.0
     return coarse
 
 
-def synthesize_coarse(gt: np.ndarray, rng: np.random.Generator, mode: str = "perturb") -> np.ndarray:
+def synthesize_coarse(gt: np.ndarray, rng: np.random.Generator, mode: str = "perturb",
+                      lowres_share: float = 0.25) -> np.ndarray:
+    """A coarse mask for ``gt``; ``mixed`` draws low-resolution ones with ``lowres_share``."""
+    if not 0.0 <= lowres_share <= 1.0:
+        raise ValueError(f"lowres_share must lie in [0, 1], got {lowres_share}")
     if mode == "perturb":
         return perturb_coarse(gt, rng)
     if mode == "lowres":
         return lowres_coarse(gt, rng)
     if mode == "mixed":
-        return lowres_coarse(gt, rng) if rng.random() < 0.25 else perturb_coarse(gt, rng)
+        return lowres_coarse(gt, rng) if rng.random() < lowres_share else perturb_coarse(gt, rng)
     raise ValueError(f"unknown coarse-mask mode {mode!r}; use 'perturb', 'lowres' or 'mixed'")

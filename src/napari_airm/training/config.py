@@ -20,6 +20,7 @@ class TrainConfig:
     # data
     crop: int = 224
     coarse_mode: str = "mixed"  # perturb | lowres | mixed
+    lowres_share: float = 0.25  # share of low-resolution coarse masks in "mixed"
     scale_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
     workers: int = 1
     # optimisation

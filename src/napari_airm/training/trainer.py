@@ -116,7 +116,8 @@ def train(config: TrainConfig | str | Path, data: str | Path, out: str | Path, *
     torch.manual_seed(cfg.seed)
 
     dataset = TrainCrops(data, crop=cfg.crop, coarse_mode=cfg.coarse_mode,
-                         scale_range=tuple(cfg.scale_range), seed=cfg.seed)
+                         scale_range=tuple(cfg.scale_range), seed=cfg.seed,
+                         lowres_share=cfg.lowres_share)
     if init is not None:
         model = start_from(load_model(init), cfg.model)
         cfg.model = model.cfg.to_dict()
