@@ -82,12 +82,13 @@ def test_tiling_geometry_is_exact(local_model, tile):
     assert (tiled == whole).mean() >= 0.9999
 
 
-@pytest.mark.parametrize("tile", [512, 768])
-def test_tiled_equals_untiled_with_the_bundled_model(bundled_model, tile):
+@pytest.mark.parametrize("tile, passes", [(512, 1), (768, 1), (512, 2)])
+def test_tiled_equals_untiled_with_the_bundled_model(bundled_model, tile, passes):
     """Tiles see less context than the whole image; with the real model the result must
     still agree on at least 99.9 % of the pixels."""
     image, _, coarse = scene(1536, 1536, seed=6)
-    kwargs = dict(device=CPU, global_side=192)  # global + stages 0.25 and 0.5, as for 3K photos
+    # global + stages 0.25 and 0.5, as for 3K photos
+    kwargs = dict(device=CPU, global_side=192, passes=passes)
     whole = refine_array(image, coarse, bundled_model, tile=2048, **kwargs)
     tiled = refine_array(image, coarse, bundled_model, tile=tile, **kwargs)
     assert (tiled == whole).mean() >= 0.999
@@ -133,6 +134,41 @@ def test_labels_are_refined_object_by_object(busy_model):
     np.testing.assert_array_equal(only7 == 3, labels == 3)  # untouched
     with pytest.raises(InputError, match="do not occur"):
         refine_array(image, labels, busy_model, device=CPU, labels=5)
+
+
+def test_a_second_pass_refines_the_first_result(busy_model):
+    """On a frame the global stage decodes at full resolution, passes=2 is exactly refining
+    the first result once more; progress counts both passes."""
+    image, _, coarse = scene(160, 192, seed=7)
+    once = refine_array(image, coarse, busy_model, device=CPU)
+    twice = refine_array(image, once, busy_model, device=CPU)
+    assert (once != coarse).any() and (twice != once).any(), "each pass must change the mask"
+    seen = []
+    two_passes = refine_array(image, coarse, busy_model, device=CPU, passes=2,
+                              progress=lambda done, total: seen.append((done, total)))
+    np.testing.assert_array_equal(two_passes, twice)
+    assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_a_second_pass_on_tiles_repeats_the_last_stage(busy_model):
+    """With tile-local stages, the second pass re-runs only the last one, tile by tile."""
+    image, _, coarse = scene(448, 576)
+    kwargs = dict(device=CPU, global_side=96, tile=128)
+    assert make_plan(448, 576, tile=128, global_side=96).stage_pitches == (4, 2)
+    calls = {1: [], 2: []}
+    once = refine_array(image, coarse, busy_model, **kwargs,
+                        progress=lambda d, t: calls[1].append(t))
+    two = refine_array(image, coarse, busy_model, passes=2, **kwargs,
+                       progress=lambda d, t: calls[2].append(t))
+    assert (two != once).any()
+    assert calls[1][-1] == calls[2][-1]  # same tiles; the extra pass happens inside each
+
+
+@pytest.mark.parametrize("passes", [0, 1.5, -1])
+def test_passes_must_be_a_positive_whole_number(busy_model, passes):
+    image, _, coarse = scene(64, 64)
+    with pytest.raises(InputError, match="passes must be a whole number"):
+        refine_array(image, coarse, busy_model, device=CPU, passes=passes)
 
 
 def test_cancel_raises_and_leaves_output_untouched(busy_model):

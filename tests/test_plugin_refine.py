@@ -212,3 +212,18 @@ def test_closing_the_viewer_stops_a_run(make_napari_viewer, qtbot, tiny_model):
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     assert job.outcome is not None and job.outcome.cancelled
     assert "coarse refined" not in [layer.name for layer in viewer.layers]
+
+
+def test_passes_are_handed_to_the_engine(make_napari_viewer, qtbot, bundled_model):
+    """The 'passes' box gives exactly what napari_airm.refine(..., passes=2) gives."""
+    from napari_airm import api
+
+    viewer = make_napari_viewer()
+    widget, coarse, _ = open_refine(viewer, small=(256, 320))
+    use_model(widget, bundled_model)
+    widget.passes.value = 2
+    assert widget.make_request().passes == 2
+    run_and_wait(qtbot, widget)
+    expected = api.refine(viewer.layers["img"].data, coarse, model=bundled_model, device="cpu",
+                          tile=256, passes=2)
+    np.testing.assert_array_equal(viewer.layers["coarse refined"].data > 0, expected > 0)

@@ -51,7 +51,8 @@ def _as_model(model: AIRM | str | os.PathLike | None, device) -> AIRM:
 def refine(image, coarse, *, model: AIRM | str | os.PathLike | None = None, device: str | None = None,
            out=None, tile: int = 1024, dense: bool = False, labels: str | int | Iterable[int] = "all",
            progress: Callable[[int, int], None] | None = None,
-           cancel: Callable[[], bool] | None = None, return_probability: bool = False):
+           cancel: Callable[[], bool] | None = None, return_probability: bool = False,
+           passes: int = 1):
     """Refine a coarse mask of an image of any size, tile by tile.
 
     image: H×W×3 (or H×W grey, H×W×4 RGBA), uint8 / uint16 / float in [0, 1]; numpy, dask or
@@ -60,23 +61,25 @@ def refine(image, coarse, *, model: AIRM | str | os.PathLike | None = None, devi
     kind (bool mask or labels), or fills ``out`` (e.g. a zarr array) tile by tile and returns it.
     ``cancel()`` returning True stops the run with ``engine.Cancelled``; ``out`` is then left
     as it was for every tile not yet written (use a fresh ``out`` to keep user data intact).
+    ``passes=2`` refines the result once more (the last stage only, for large images): on
+    DUTS val about +1 mBA for twice the final stage's time (docs/performance.md).
     """
     from .engine.refine import refine_array
 
     dev = resolve_device(device)
     return refine_array(image, coarse, _as_model(model, dev), device=dev, out=out, tile=tile,
                         dense=dense, labels=labels, progress=progress, cancel=cancel,
-                        return_probability=return_probability)
+                        return_probability=return_probability, passes=passes)
 
 
 def refine_many(pairs, out_dir: str | os.PathLike, *, model: str | os.PathLike | None = None,
                 scheduler: str | None = None, tile: int = 1024, dense: bool = False,
-                device: str | None = None) -> list[Path]:
+                device: str | None = None, passes: int = 1) -> list[Path]:
     """Refine many (image, mask) file pairs as dask.distributed tasks; returns the output files."""
     from .engine.batch import refine_files
 
     return refine_files(pairs, out_dir, model=model, scheduler=scheduler, tile=tile, dense=dense,
-                        device=device)
+                        device=device, passes=passes)
 
 
 def evaluate(preds, gts, coarse=None, names: list[str] | None = None) -> dict[str, Any]:

@@ -35,9 +35,12 @@ class BinaryRefiner:
     """Refines one binary (or soft) mask given as a box reader; the core of every path."""
 
     def __init__(self, model: AIRM, device: torch.device, *, dense: bool = False,
-                 tile: int = 1024, global_side: int = 512, context: int = 48, global_band: int = 32):
+                 tile: int = 1024, global_side: int = 512, context: int = 48, global_band: int = 32,
+                 passes: int = 1):
+        if int(passes) != passes or passes < 1:
+            raise ValueError(f"passes must be a whole number of at least 1, got {passes}")
         self.model = inference_copy(model).to(device)  # BN folded, channels-last; caller's model untouched
-        self.device, self.dense = device, dense
+        self.device, self.dense, self.passes = device, dense, int(passes)
         self.tile, self.global_side, self.context, self.global_band = tile, global_side, context, global_band
         self.autocast = device.type == "cuda"
 
@@ -51,12 +54,18 @@ class BinaryRefiner:
             progress: Callable[[int, int], None] | None = None,
             cancel: Callable[[], bool] | None = None) -> None:
         plan = self.plan(height, width)
-        self._total = len(plan.tiles()) + 1
+        full_res_global = not plan.stage_pitches  # the global stage decodes full resolution
+        global_runs = self.passes if full_res_global else 1
+        self._total = len(plan.tiles()) + global_runs
         self._done, self._progress, self._cancel = 0, progress, cancel
         self._check(cancel)
         g_prob, g_box, weights = self._global_stage(image, read_mask, plan)
         self._advance(1)
-        if not plan.stage_pitches:  # the global stage already decoded full resolution
+        for _ in range(global_runs - 1):  # later passes refine the thresholded previous result
+            self._check(cancel)
+            g_prob, g_box, weights = self._global_stage(image, _reader_of(g_prob > 0.5), plan)
+            self._advance(1)
+        if full_res_global:
             g_np = g_prob[0, 0].float().cpu().numpy()
             for tile in plan.tiles():
                 self._check(cancel)
@@ -85,6 +94,11 @@ class BinaryRefiner:
                 self._advance(len(outputs))
                 continue
             prob, box = self._stage(image, plan, tile, e, prev, weights)
+            for _ in range(self.passes - 1 if last else 0):
+                # later passes refine the thresholded previous result of the same tile
+                self._check(self._cancel)
+                prob, box = self._stage(image, plan, tile, e,
+                                        ((prob > 0.5).float(), box, decode_pitch(e)), weights)
             _trim_heap()
             if last:
                 p = prob[0, 0].float().cpu().numpy()
@@ -198,6 +212,15 @@ def _load_libc():
 _LIBC = _load_libc()
 
 
+def _reader_of(full_res_map: torch.Tensor) -> Callable[[Box], np.ndarray]:
+    """A box reader over a (1,1,H,W) map that covers the frame from (0, 0) at pitch 1."""
+    values = full_res_map[0, 0].float().cpu().numpy()
+
+    def read(box: Box) -> np.ndarray:
+        return values[box[0]:box[1], box[2]:box[3]]
+    return read
+
+
 def _pool(x: torch.Tensor, pitch: int) -> torch.Tensor:
     return F.avg_pool2d(x, pitch) if pitch > 1 else x
 
@@ -231,7 +254,7 @@ def refine_array(image, coarse, model: AIRM, *, device: torch.device, out=None, 
                  dense: bool = False, labels: str | int | Iterable[int] = "all",
                  progress: Callable[[int, int], None] | None = None,
                  cancel: Callable[[], bool] | None = None, return_probability: bool = False,
-                 global_side: int = 512):
+                 global_side: int = 512, passes: int = 1):
     """The engine behind ``napari_airm.refine`` (see its docstring)."""
     if return_probability:
         raise InputError("return_probability is not supported by the tiled engine yet; "
@@ -242,7 +265,8 @@ def refine_array(image, coarse, model: AIRM, *, device: torch.device, out=None, 
         raise InputError(f"image is {img.height}×{img.width} but the coarse mask is "
                          f"{mask.height}×{mask.width}; they must match")
     try:
-        refiner = BinaryRefiner(model, device, dense=dense, tile=tile, global_side=global_side)
+        refiner = BinaryRefiner(model, device, dense=dense, tile=tile, global_side=global_side,
+                                passes=passes)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     shape = (mask.height, mask.width)

@@ -48,7 +48,10 @@ class RefineWidget(JobControls, QWidget):
                             tooltip="full-resolution tile edge in pixels (memory grows with it)")
         self.dense = CheckBox(text="dense: decode every pixel (slower; default decodes only the "
                                    "boundary band)", value=False)
-        self.advanced = Container(widgets=[self.tile, self.dense])
+        self.passes = SpinBox(label="passes", min=1, max=4, value=1,
+                              tooltip="2 refines the result once more: sharper boundaries "
+                                      "(about +1 mBA on DUTS val) for twice the last stage's time")
+        self.advanced = Container(widgets=[self.tile, self.passes, self.dense])
         self.run_button = PushButton(text="Refine")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.start_button = self.run_button
@@ -114,7 +117,8 @@ class RefineWidget(JobControls, QWidget):
         elif model is not None:
             model = check_model_folder(model)
         req = RefineRequest(image=L.level0(image), model=model, tile=int(self.tile.value),
-                            dense=bool(self.dense.value), mode=self.output.value,
+                            dense=bool(self.dense.value), passes=int(self.passes.value),
+                            mode=self.output.value,
                             device=None if self.device.value == "auto" else self.device.value,
                             source_name=coarse.name,
                             layer_kwargs={"scale": tuple(image.scale)[-2:],
