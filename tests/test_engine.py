@@ -5,6 +5,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import zarr
 
 from napari_airm.engine.errors import Cancelled, InputError
@@ -72,13 +73,17 @@ def local_model(busy_model):
 
 
 @pytest.mark.parametrize("tile", [64, 128, 192])
-def test_tiling_geometry_is_exact(local_model, tile):
+@pytest.mark.parametrize("anchor", [False, True])
+def test_tiling_geometry_is_exact(local_model, tile, anchor):
     image, _, coarse = scene(448, 576)
-    kwargs = dict(device=CPU, global_side=96)  # forces global + two tile-local stages
+    kwargs = dict(device=CPU, global_side=96, anchor=anchor)  # global + two tile-local stages
     assert make_plan(448, 576, tile=tile, global_side=96).stage_pitches == (4, 2)
     whole = refine_array(image, coarse, local_model, tile=1024, **kwargs)
     tiled = refine_array(image, coarse, local_model, tile=tile, **kwargs)
-    assert (whole != coarse).mean() > 0.002, "the test model must actually change the mask"
+    if anchor:  # the local model keeps a full-resolution mask it is given: read back in place
+        np.testing.assert_array_equal(whole, coarse)
+    else:  # it keeps the global stage's coarse map, which differs from the given mask
+        assert (whole != coarse).mean() > 0.002, "the test model must actually change the mask"
     assert (tiled == whole).mean() >= 0.9999
 
 
@@ -162,6 +167,37 @@ def test_a_second_pass_on_tiles_repeats_the_last_stage(busy_model):
                        progress=lambda d, t: calls[2].append(t))
     assert (two != once).any()
     assert calls[1][-1] == calls[2][-1]  # same tiles; the extra pass happens inside each
+
+
+def test_anchoring_keeps_the_given_mask_except_where_earlier_stages_corrected_it():
+    from napari_airm.engine.refine import ANCHOR_MARGIN, _anchor
+
+    given = torch.zeros(1, 1, 80, 80)
+    given[..., 10:50, 10:50] = 1
+    prev = given.clone()
+    prev[..., 10:50, 50] = 1  # the boundary moved by one pixel: not a correction
+    prev[..., 25:35, 25:35] = 0  # a hole cut out: a correction
+    prev[..., 60:70, 60:70] = 1  # a new blob, most of the comparison window: a correction
+    prev_d = F.interpolate(prev, scale_factor=2, mode="nearest")
+    given_d = F.interpolate(given, scale_factor=2, mode="nearest")
+    out_e, out_d = _anchor(given, given_d, prev, prev_d, ANCHOR_MARGIN, 2)
+    assert torch.equal(out_e[..., 10:50, 50], given[..., 10:50, 50])
+    assert torch.equal(out_e[..., 25:35, 25:35], prev[..., 25:35, 25:35])
+    assert torch.equal(out_e[..., 60:70, 60:70], prev[..., 60:70, 60:70])
+    assert torch.equal(out_d[..., 120:140, 120:140], prev_d[..., 120:140, 120:140])
+    assert torch.equal(out_d[..., 20:40, 100], given_d[..., 20:40, 100])
+
+
+def test_a_good_mask_of_a_large_image_keeps_its_detail(bundled_model):
+    """Later stages must not discard what the global stage cannot see: with the true mask as
+    input, the 3-stage cascade must stay close to it (without anchoring it lost the detail)."""
+    from napari_airm.metrics import boundary_accuracy
+
+    image, gt, _ = scene(1536, 1536, seed=8)
+    kwargs = dict(device=CPU, global_side=192)
+    refined = refine_array(image, gt, bundled_model, **kwargs)
+    assert boundary_accuracy(refined, gt) >= 0.97  # 0.986 anchored; 0.916 without anchoring
+    assert (refined == gt).mean() >= 0.9998  # 0.99990; 0.99940 without
 
 
 @pytest.mark.parametrize("passes", [0, 1.5, -1])

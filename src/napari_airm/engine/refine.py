@@ -5,9 +5,12 @@
    tiles that agree) and its refined map seeds the cascade.
 2. Tile-local stages (encode ratios 0.25 and 0.5 finer than the global one, each decoded at
    twice its encode resolution): each full-resolution tile plus context is encoded at every
-   stage, the previous stage's map upsampled as its coarse mask. Fast path: tiles with no boundary near them are filled, not computed, and inside a
-   tile only the uncertain band around the current boundary is decoded. ``dense=True``
-   computes every tile and every pixel (the reference).
+   stage. Its coarse mask is the given mask read at the stage's resolution, except where the
+   earlier stages corrected it: there the previous stage's map, upsampled ("anchoring"; without
+   it the cascade only ever sees the given mask at the global stage's coarse resolution and
+   loses every finer detail of a good mask). Fast path: tiles with no boundary near them are
+   filled, not computed, and inside a tile only the uncertain band around the current boundary
+   is decoded. ``dense=True`` computes every tile and every pixel (the reference).
 3. Output is written tile by tile into ``out`` (numpy, zarr, anything with ``__setitem__``).
 
 Memory depends on the tile size and ``global_side``, never on the image size.
@@ -28,7 +31,14 @@ from .schedule import Box, Plan, band_mask, decode_pitch, is_uniform, make_plan,
 from .source import ImageSource, MaskSource
 
 DECODE_CHUNK = 1 << 14  # queries decoded at once: bounds the MLP temporaries (~20 MB)
-GLOBAL_READ_BLOCK = 2048  # full-resolution pixels read at once for the global view
+GLOBAL_READ_BLOCK = 2048
+# Anchoring tile stages to the given mask (BinaryRefiner(anchor=True)): a stage pixel belongs to a
+# correction of the earlier stages when, in the (2·ANCHOR_MARGIN+1)² stage pixels around it, the
+# previous map differs from the given mask by more than CHANGE_SHARE on average (a boundary moved
+# by under ~half the window is not a correction); corrections are widened by ANCHOR_MARGIN.
+# Chosen on the first 3 pseudo-UHR val images (docs/performance.md).
+CHANGE_SHARE = 0.5
+ANCHOR_MARGIN = 5  # full-resolution pixels read at once for the global view
 
 
 class BinaryRefiner:
@@ -36,11 +46,12 @@ class BinaryRefiner:
 
     def __init__(self, model: AIRM, device: torch.device, *, dense: bool = False,
                  tile: int = 1024, global_side: int = 512, context: int = 48, global_band: int = 32,
-                 passes: int = 1):
+                 passes: int = 1, anchor: bool = True):
         if int(passes) != passes or passes < 1:
             raise ValueError(f"passes must be a whole number of at least 1, got {passes}")
         self.model = inference_copy(model).to(device)  # BN folded, channels-last; caller's model untouched
         self.device, self.dense, self.passes = device, dense, int(passes)
+        self.anchor = anchor
         self.tile, self.global_side, self.context, self.global_band = tile, global_side, context, global_band
         self.autocast = device.type == "cuda"
 
@@ -54,6 +65,7 @@ class BinaryRefiner:
             progress: Callable[[int, int], None] | None = None,
             cancel: Callable[[], bool] | None = None) -> None:
         plan = self.plan(height, width)
+        self._read_mask = read_mask
         full_res_global = not plan.stage_pitches  # the global stage decodes full resolution
         global_runs = self.passes if full_res_global else 1
         self._total = len(plan.tiles()) + global_runs
@@ -93,7 +105,7 @@ class BinaryRefiner:
                     write(out, np.full((out[1] - out[0], out[3] - out[2]), value))
                 self._advance(len(outputs))
                 continue
-            prob, box = self._stage(image, plan, tile, e, prev, weights)
+            prob, box = self._stage(image, plan, tile, e, prev, weights, anchor=self.anchor)
             for _ in range(self.passes - 1 if last else 0):
                 # later passes refine the thresholded previous result of the same tile
                 self._check(self._cancel)
@@ -138,15 +150,27 @@ class BinaryRefiner:
             prob = self._decode(enc, rgb_d, coarse_d, radius)
         return prob, box, enc.weights
 
-    def _stage(self, image: ImageSource, plan: Plan, tile: Box, e: int, prev, weights):
+    def _stage(self, image: ImageSource, plan: Plan, tile: Box, e: int, prev, weights,
+               anchor: bool = False):
         """One tile-local stage: encode tile + context at pitch ``e`` with the previous map as
-        coarse mask, decode at pitch e/2. Returns (prob (1,1,h,w), its box)."""
+        coarse mask, decode at pitch e/2. Returns (prob (1,1,h,w), its box).
+
+        ``anchor``: where the previous map keeps the input mask's decision (at this stage's
+        pitch), the coarse mask is the input mask itself, not the previous map: detail finer
+        than the previous stage's pixels survives; only the previous stages' corrections (and a
+        margin around them) are taken from the previous map."""
         prev_map, prev_box, prev_pitch = prev
         d = decode_pitch(e)
         box = plan.stage_box(tile, e)
         crop = torch.from_numpy(image.read(box)).permute(2, 0, 1)[None].to(self.device)
         coarse_e = resample(prev_map, prev_box, prev_pitch, box, e).clamp_(0, 1)
         coarse_d = resample(prev_map, prev_box, prev_pitch, box, d).clamp_(0, 1)
+        if anchor:
+            given = torch.from_numpy(np.asarray(self._read_mask(box), dtype=np.float32))[None, None]
+            given = given.to(self.device)
+            margin = ANCHOR_MARGIN
+            coarse_e, coarse_d = _anchor(_pool(given, e), _pool(given, d), coarse_e, coarse_d,
+                                         margin, e // d)
         with self._amp():
             enc = self.model.encode(_pool(crop, e), coarse_e, weights=weights, check=False)
             prob = self._decode(enc, _pool(crop, d), coarse_d, plan.band_radius(prev_pitch, d))
@@ -212,6 +236,17 @@ def _load_libc():
 _LIBC = _load_libc()
 
 
+def _anchor(given_e, given_d, prev_e, prev_d, margin: int, ratio: int):
+    """Coarse masks at pitches e and d (= e / ratio): the given mask, except inside the previous
+    stages' corrections (see CHANGE_SHARE) where the previous map is kept."""
+    k = 2 * margin + 1
+    disagreement = F.avg_pool2d((given_e - prev_e).abs(), k, stride=1, padding=margin,
+                                count_include_pad=False)
+    changed = F.max_pool2d((disagreement > CHANGE_SHARE).float(), k, stride=1, padding=margin)
+    changed_d = F.interpolate(changed, scale_factor=ratio, mode="nearest") if ratio > 1 else changed
+    return torch.where(changed > 0, prev_e, given_e), torch.where(changed_d > 0, prev_d, given_d)
+
+
 def _reader_of(full_res_map: torch.Tensor) -> Callable[[Box], np.ndarray]:
     """A box reader over a (1,1,H,W) map that covers the frame from (0, 0) at pitch 1."""
     values = full_res_map[0, 0].float().cpu().numpy()
@@ -254,8 +289,9 @@ def refine_array(image, coarse, model: AIRM, *, device: torch.device, out=None, 
                  dense: bool = False, labels: str | int | Iterable[int] = "all",
                  progress: Callable[[int, int], None] | None = None,
                  cancel: Callable[[], bool] | None = None, return_probability: bool = False,
-                 global_side: int = 512, passes: int = 1):
-    """The engine behind ``napari_airm.refine`` (see its docstring)."""
+                 global_side: int = 512, passes: int = 1, anchor: bool = True):
+    """The engine behind ``napari_airm.refine`` (see its docstring); ``anchor=False`` feeds
+    each tile stage the previous map alone (CRM's cascade, for comparisons)."""
     if return_probability:
         raise InputError("return_probability is not supported by the tiled engine yet; "
                          "use refine_whole for small images")
@@ -266,7 +302,7 @@ def refine_array(image, coarse, model: AIRM, *, device: torch.device, out=None, 
                          f"{mask.height}×{mask.width}; they must match")
     try:
         refiner = BinaryRefiner(model, device, dense=dense, tile=tile, global_side=global_side,
-                                passes=passes)
+                                passes=passes, anchor=anchor)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     shape = (mask.height, mask.width)
