@@ -31,14 +31,14 @@ from .schedule import Box, Plan, band_mask, decode_pitch, is_uniform, make_plan,
 from .source import ImageSource, MaskSource
 
 DECODE_CHUNK = 1 << 14  # queries decoded at once: bounds the MLP temporaries (~20 MB)
-GLOBAL_READ_BLOCK = 2048
+GLOBAL_READ_BLOCK = 2048  # full-resolution pixels read at once for the global view
 # Anchoring tile stages to the given mask (BinaryRefiner(anchor=True)): a stage pixel belongs to a
 # correction of the earlier stages when, in the (2·ANCHOR_MARGIN+1)² stage pixels around it, the
 # previous map differs from the given mask by more than CHANGE_SHARE on average (a boundary moved
 # by under ~half the window is not a correction); corrections are widened by ANCHOR_MARGIN.
 # Chosen on the first 3 pseudo-UHR val images (docs/performance.md).
 CHANGE_SHARE = 0.5
-ANCHOR_MARGIN = 5  # full-resolution pixels read at once for the global view
+ANCHOR_MARGIN = 5
 
 
 class BinaryRefiner:
