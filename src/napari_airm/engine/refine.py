@@ -155,10 +155,9 @@ class BinaryRefiner:
         """One tile-local stage: encode tile + context at pitch ``e`` with the previous map as
         coarse mask, decode at pitch e/2. Returns (prob (1,1,h,w), its box).
 
-        ``anchor``: where the previous map keeps the input mask's decision (at this stage's
-        pitch), the coarse mask is the input mask itself, not the previous map: detail finer
-        than the previous stage's pixels survives; only the previous stages' corrections (and a
-        margin around them) are taken from the previous map."""
+        ``anchor``: the coarse mask is the given mask read at this stage's pitches, except
+        inside the earlier stages' corrections (``_anchor``), so detail finer than the previous
+        stage's pixels survives. Tiles the previous map has no boundary near are still skipped."""
         prev_map, prev_box, prev_pitch = prev
         d = decode_pitch(e)
         box = plan.stage_box(tile, e)
@@ -168,9 +167,8 @@ class BinaryRefiner:
         if anchor:
             given = torch.from_numpy(np.asarray(self._read_mask(box), dtype=np.float32))[None, None]
             given = given.to(self.device)
-            margin = ANCHOR_MARGIN
             coarse_e, coarse_d = _anchor(_pool(given, e), _pool(given, d), coarse_e, coarse_d,
-                                         margin, e // d)
+                                         ANCHOR_MARGIN, e // d)
         with self._amp():
             enc = self.model.encode(_pool(crop, e), coarse_e, weights=weights, check=False)
             prob = self._decode(enc, _pool(crop, d), coarse_d, plan.band_radius(prev_pitch, d))
