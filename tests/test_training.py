@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,6 +191,18 @@ def test_bad_training_config_is_named(tmp_path):
     cfg = tiny_config()
     cfg.save(tmp_path / "ok.yaml")
     assert TrainConfig.load(tmp_path / "ok.yaml") == cfg
+    (tmp_path / "twice.yaml").write_text("seed: 1\nlr: 0.001\nseed: 2\n")
+    with pytest.raises(ValueError, match="duplicate key 'seed'"):
+        TrainConfig.load(tmp_path / "twice.yaml")
+
+
+def test_every_bundled_recipe_loads():
+    from napari_airm.training import config as config_module
+
+    recipes = sorted((Path(config_module.__file__).parent / "recipes").glob("*.yaml"))
+    assert len(recipes) >= 3
+    for recipe in recipes:
+        assert TrainConfig.load(recipe).max_steps > 0, recipe
 
 
 def test_window_point_features_equal_the_dense_crop():
