@@ -62,7 +62,7 @@ def refine(image, coarse, *, model: AIRM | str | os.PathLike | None = None, devi
     ``cancel()`` returning True stops the run with ``engine.Cancelled``; ``out`` is then left
     as it was for every tile not yet written (use a fresh ``out`` to keep user data intact).
     ``passes=2`` refines the result once more (the last stage only, for large images): on
-    DUTS val about +1 mBA for twice the final stage's time (docs/performance.md).
+    DUTS val photos +0.3 to +0.9 mBA for twice the final stage's time (docs/performance.md).
     """
     from .engine.refine import refine_array
 

@@ -452,8 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--dense", action="store_true",
                         help="decode every pixel, not only the uncertain band (slower; for checks)")
     engine.add_argument("--passes", type=_positive_int, default=1, metavar="N",
-                        help="refinement passes: 2 refines the result once more (about +1 mBA "
-                             "on DUTS val, twice the last stage's time; default 1)")
+                        help="refinement passes: 2 refines the result once more (+0.3 to +0.9 "
+                             "mBA on DUTS val photos, twice the last stage's time; default 1)")
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
