@@ -190,14 +190,18 @@ def test_anchoring_keeps_the_given_mask_except_where_earlier_stages_corrected_it
 
 def test_a_good_mask_of_a_large_image_keeps_its_detail(bundled_model):
     """Later stages must not discard what the global stage cannot see: with the true mask as
-    input, the 3-stage cascade must stay close to it (without anchoring it lost the detail)."""
+    input, the 3-stage cascade must stay close to it, and much closer than CRM's cascade, which
+    hands the fine stages only the global stage's 1/8-scale view of the mask."""
     from napari_airm.metrics import boundary_accuracy
 
     image, gt, _ = scene(1536, 1536, seed=8)
     kwargs = dict(device=CPU, global_side=192)
-    refined = refine_array(image, gt, bundled_model, **kwargs)
-    assert boundary_accuracy(refined, gt) >= 0.97  # 0.986 anchored; 0.916 without anchoring
-    assert (refined == gt).mean() >= 0.9998  # 0.99990; 0.99940 without
+    anchored = refine_array(image, gt, bundled_model, **kwargs)
+    crm = refine_array(image, gt, bundled_model, anchor=False, **kwargs)
+    # stage-4 model: 0.942 / 0.99960 anchored, 0.870 / 0.99902 without
+    assert boundary_accuracy(anchored, gt) >= 0.9
+    assert boundary_accuracy(anchored, gt) - boundary_accuracy(crm, gt) >= 0.03
+    assert (anchored == gt).mean() >= 0.9995
 
 
 @pytest.mark.parametrize("passes", [0, 1.5, -1])
