@@ -436,3 +436,19 @@ def test_bad_config_values_are_named():
         build_model("airm-b0", mapping="mlp")
     with pytest.raises(ValueError, match=r"unknown model config keys: \['colour'\]"):
         build_model("airm-b0", colour="red")
+
+
+def test_decoding_runs_under_autocast():
+    """CUDA runs the engine under float16 autocast; in-place ops are outside autocast and once
+    mixed half and float operands in the decoder (found on an H100). CPU bfloat16 autocast
+    reproduces the mix."""
+    torch.manual_seed(0)
+    model = build_model("airm-lite0", encoder_init=None).eval()
+    rgb = torch.rand(1, 3, 64, 96)
+    coarse = (torch.rand(1, 1, 64, 96) > 0.5).float()
+    with torch.no_grad():
+        expected = model.refine_frame(rgb, coarse)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model.refine_frame(rgb, coarse)
+    assert low.shape == expected.shape
+    assert ((low.float() > 0.5) == (expected > 0.5)).float().mean() > 0.99

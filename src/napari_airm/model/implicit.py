@@ -96,10 +96,12 @@ def decode_queries(weights: ImplicitWeights, feat: torch.Tensor, coords: torch.T
     h, rel, blend = query_features(cells, feat.shape[-2:], coords)  # (B,4,Q,C) (B,4,Q,2) (B,4,Q)
     B, K, Q, C = h.shape
     shared = torch.baddbmm(b1.unsqueeze(1), point, Wpoint.transpose(1, 2))
-    shared.baddbmm_(cell.expand(-1, Q, -1), Wcell.transpose(1, 2))  # (B, Q, C)
+    # in-place ops are outside autocast: their operands must already have the result's dtype
+    # (half on CUDA under autocast; a no-op in float32)
+    shared.baddbmm_(cell.expand(-1, Q, -1).to(shared.dtype), Wcell.transpose(1, 2).to(shared.dtype))
     h += shared.unsqueeze(1)
     h = h.view(B, K * Q, C)
-    h.baddbmm_(rel.view(B, K * Q, 2), Wrel.transpose(1, 2))
+    h.baddbmm_(rel.view(B, K * Q, 2).to(h.dtype), Wrel.transpose(1, 2).to(h.dtype))
     h.relu_()
     n_layers = len(weights.weights)
     for layer in range(1, n_layers):
