@@ -75,7 +75,8 @@ class BinaryRefiner:
         self._advance(1)
         for _ in range(global_runs - 1):  # later passes refine the thresholded previous result
             self._check(cancel)
-            g_prob, g_box, weights = self._global_stage(image, _reader_of(g_prob > 0.5), plan)
+            previous = MaskSource.wrap((g_prob[0, 0] > 0.5).cpu().numpy())  # pitch 1 from (0, 0)
+            g_prob, g_box, weights = self._global_stage(image, previous.read, plan)
             self._advance(1)
         if full_res_global:
             g_np = g_prob[0, 0].float().cpu().numpy()
@@ -243,15 +244,6 @@ def _anchor(given_e, given_d, prev_e, prev_d, margin: int, ratio: int):
     changed = F.max_pool2d((disagreement > CHANGE_SHARE).float(), k, stride=1, padding=margin)
     changed_d = F.interpolate(changed, scale_factor=ratio, mode="nearest") if ratio > 1 else changed
     return torch.where(changed > 0, prev_e, given_e), torch.where(changed_d > 0, prev_d, given_d)
-
-
-def _reader_of(full_res_map: torch.Tensor) -> Callable[[Box], np.ndarray]:
-    """A box reader over a (1,1,H,W) map that covers the frame from (0, 0) at pitch 1."""
-    values = full_res_map[0, 0].float().cpu().numpy()
-
-    def read(box: Box) -> np.ndarray:
-        return values[box[0]:box[1], box[2]:box[3]]
-    return read
 
 
 def _pool(x: torch.Tensor, pitch: int) -> torch.Tensor:
