@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--tile", type=int, default=1024, help="engine tile side (default 1024)")
     p.add_argument("--passes", type=int, default=1, help="refinement passes (default 1)")
+    p.add_argument("--flips", type=int, default=1, choices=(1, 2, 4),
+                   help="flip averaging: 1 (off), 2 (left-right), 4 (and up-down); default 1")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--grabcut-iterations", type=int, default=5)
@@ -262,7 +264,7 @@ def main(argv=None) -> int:
 
     def refine_model(image, coarse):
         return api.refine(image, coarse, model=model, device=str(device), tile=args.tile,
-                          passes=args.passes)
+                          passes=args.passes, flips=args.flips)
 
     command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(
         ["python", "benchmarks/bench_quality.py", *argv])
@@ -280,9 +282,11 @@ def main(argv=None) -> int:
     ]
     print("\n".join(header))
     names = {"coarse": "coarse input", "grabcut": f"OpenCV GrabCut ({args.grabcut_iterations} it.)",
-             "model": (model_label or "model") + (f", {args.passes} passes" if args.passes > 1 else "")}
+             "model": (model_label or "model") + (f", {args.passes} passes" if args.passes > 1 else "")
+             + (f", {args.flips} flips" if args.flips > 1 else "")}
     report = {"command": command, "code": _git_revision(), "device": str(device), "model": model_meta,
-              "methods": methods, "seed": args.seed, "passes": args.passes, "sets": {}}
+              "methods": methods, "seed": args.seed, "passes": args.passes,
+              "flips": args.flips, "sets": {}}
 
     for name in sets:
         if name == "val":

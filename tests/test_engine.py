@@ -72,11 +72,13 @@ def local_model(busy_model):
     return model
 
 
-@pytest.mark.parametrize("tile", [64, 128, 192])
-@pytest.mark.parametrize("anchor", [False, True])
-def test_tiling_geometry_is_exact(local_model, tile, anchor):
+@pytest.mark.parametrize("tile, anchor, flips", [(64, False, 1), (128, False, 1), (192, False, 1),
+                                                 (64, True, 1), (128, True, 1), (192, True, 1),
+                                                 (128, False, 4)])
+def test_tiling_geometry_is_exact(local_model, tile, anchor, flips):
     image, _, coarse = scene(448, 576)
-    kwargs = dict(device=CPU, global_side=96, anchor=anchor)  # global + two tile-local stages
+    # global + two tile-local stages
+    kwargs = dict(device=CPU, global_side=96, anchor=anchor, flips=flips)
     assert make_plan(448, 576, tile=tile, global_side=96).stage_pitches == (4, 2)
     whole = refine_array(image, coarse, local_model, tile=1024, **kwargs)
     tiled = refine_array(image, coarse, local_model, tile=tile, **kwargs)
@@ -202,6 +204,32 @@ def test_a_good_mask_of_a_large_image_keeps_its_detail(bundled_model):
     assert boundary_accuracy(anchored, gt) >= 0.9
     assert boundary_accuracy(anchored, gt) - boundary_accuracy(crm, gt) >= 0.03
     assert (anchored == gt).mean() >= 0.9995
+
+
+def test_flip_averaging_is_mirror_symmetric(busy_model):
+    """With flips=N the result of a mirrored image is the mirrored result, exactly: every view
+    is computed and averaged, whichever way the image comes in."""
+    image, _, coarse = scene(160, 192, seed=9)
+
+    def mirrored(axes, flips):
+        f = lambda a: np.ascontiguousarray(np.flip(a, axes))  # noqa: E731
+        return f(refine_array(f(image), f(coarse), busy_model, device=CPU, flips=flips))
+
+    plain = refine_array(image, coarse, busy_model, device=CPU)
+    assert (mirrored((1,), 1) != plain).any(), "the test model must not be symmetric by itself"
+    two = refine_array(image, coarse, busy_model, device=CPU, flips=2)
+    np.testing.assert_array_equal(mirrored((1,), 2), two)
+    assert (two != plain).any()
+    four = refine_array(image, coarse, busy_model, device=CPU, flips=4)
+    for axes in ((0,), (1,), (0, 1)):
+        np.testing.assert_array_equal(mirrored(axes, 4), four)
+
+
+@pytest.mark.parametrize("flips", [0, 3, 8])
+def test_flips_must_be_1_2_or_4(busy_model, flips):
+    image, _, coarse = scene(64, 64)
+    with pytest.raises(InputError, match="flips must be one of"):
+        refine_array(image, coarse, busy_model, device=CPU, flips=flips)
 
 
 @pytest.mark.parametrize("passes", [0, 1.5, -1])

@@ -214,16 +214,19 @@ def test_closing_the_viewer_stops_a_run(make_napari_viewer, qtbot, tiny_model):
     assert "coarse refined" not in [layer.name for layer in viewer.layers]
 
 
-def test_passes_are_handed_to_the_engine(make_napari_viewer, qtbot, bundled_model):
-    """The 'passes' box gives exactly what napari_airm.refine(..., passes=2) gives."""
+def test_passes_and_flips_are_handed_to_the_engine(make_napari_viewer, qtbot, bundled_model):
+    """The 'passes' and 'flip averaging' boxes give exactly what
+    napari_airm.refine(..., passes=2, flips=2) gives."""
     from napari_airm import api
 
     viewer = make_napari_viewer()
     widget, coarse, _ = open_refine(viewer, small=(256, 320))
     use_model(widget, bundled_model)
     widget.passes.value = 2
-    assert widget.make_request().passes == 2
+    widget.flips.value = 2
+    request = widget.make_request()
+    assert (request.passes, request.flips) == (2, 2)
     run_and_wait(qtbot, widget)
     expected = api.refine(viewer.layers["img"].data, coarse, model=bundled_model, device="cpu",
-                          tile=256, passes=2)
+                          tile=256, passes=2, flips=2)
     np.testing.assert_array_equal(viewer.layers["coarse refined"].data > 0, expected > 0)

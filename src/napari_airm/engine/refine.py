@@ -11,6 +11,9 @@
    loses every finer detail of a good mask). Fast path: tiles with no boundary near them are
    filled, not computed, and inside a tile only the uncertain band around the current boundary
    is decoded. ``dense=True`` computes every tile and every pixel (the reference).
+   ``flips`` = 2 or 4 runs every stage on mirrored views as well (left–right; and up–down and
+   both) and averages the probabilities: test-time augmentation that cancels a directional
+   lean of the network and averages its noise, for 2× or 4× the compute.
 3. Output is written tile by tile into ``out`` (numpy, zarr, anything with ``__setitem__``).
 
 Memory depends on the tile size and ``global_side``, never on the image size.
@@ -39,6 +42,9 @@ GLOBAL_READ_BLOCK = 2048  # full-resolution pixels read at once for the global v
 # Chosen on the first 3 pseudo-UHR val images (docs/performance.md).
 CHANGE_SHARE = 0.5
 ANCHOR_MARGIN = 5
+# Test-time flip averaging: flips=N runs every stage on these mirrored views (dims of an NCHW
+# tensor) and averages the probabilities.
+FLIP_VIEWS = {1: ((),), 2: ((), (3,)), 4: ((), (3,), (2,), (2, 3))}
 
 
 class BinaryRefiner:
@@ -46,9 +52,12 @@ class BinaryRefiner:
 
     def __init__(self, model: AIRM, device: torch.device, *, dense: bool = False,
                  tile: int = 1024, global_side: int = 512, context: int = 48, global_band: int = 32,
-                 passes: int = 1, anchor: bool = True):
+                 passes: int = 1, anchor: bool = True, flips: int = 1):
         if int(passes) != passes or passes < 1:
             raise ValueError(f"passes must be a whole number of at least 1, got {passes}")
+        if flips not in FLIP_VIEWS:
+            raise ValueError(f"flips must be one of {sorted(FLIP_VIEWS)}, got {flips}")
+        self.views = FLIP_VIEWS[flips]
         self.model = inference_copy(model).to(device)  # BN folded, channels-last; caller's model untouched
         self.device, self.dense, self.passes = device, dense, int(passes)
         self.anchor = anchor
@@ -145,11 +154,9 @@ class BinaryRefiner:
                 rgb_d[..., b[0] // d:b[1] // d, b[2] // d:b[3] // d] = _pool(img, d)
         rgb_e, mask_e, rgb_d = rgb_e.to(self.device), mask_e.to(self.device), rgb_d.to(self.device)
         coarse_d = resample(mask_e, box, p, box, d).clamp_(0, 1)
-        with self._amp():
-            enc = self.model.encode(rgb_e, mask_e, check=False)
-            radius = max(plan.global_band, plan.band_radius(p, d))
-            prob = self._decode(enc, rgb_d, coarse_d, radius)
-        return prob, box, enc.weights
+        radius = max(plan.global_band, plan.band_radius(p, d))
+        prob, weights = self._predict(rgb_e, mask_e, rgb_d, coarse_d, radius, None)
+        return prob, box, weights
 
     def _stage(self, image: ImageSource, plan: Plan, tile: Box, e: int, prev, weights,
                anchor: bool = False):
@@ -170,12 +177,26 @@ class BinaryRefiner:
             given = given.to(self.device)
             coarse_e, coarse_d = _anchor(_pool(given, e), _pool(given, d), coarse_e, coarse_d,
                                          ANCHOR_MARGIN, e // d)
-        with self._amp():
-            enc = self.model.encode(_pool(crop, e), coarse_e, weights=weights, check=False)
-            prob = self._decode(enc, _pool(crop, d), coarse_d, plan.band_radius(prev_pitch, d))
+        prob, _ = self._predict(_pool(crop, e), coarse_e, _pool(crop, d), coarse_d,
+                                plan.band_radius(prev_pitch, d), weights)
         return prob, box
 
     # -- decoding ---------------------------------------------------------------------------
+    def _predict(self, rgb_e, coarse_e, rgb_d, coarse_d, radius: int, weights):
+        """Encode at pitch e, decode at pitch d, averaged over the flip views. ``weights``: the
+        global stage's hypernetwork weights, one per view (None: predict them from this frame).
+        Returns (prob (1,1,h,w), the weights used, one per view)."""
+        total, used = None, []
+        for k, dims in enumerate(self.views):
+            f = (lambda t: torch.flip(t, dims)) if dims else (lambda t: t)  # noqa: E731
+            with self._amp():
+                enc = self.model.encode(f(rgb_e), f(coarse_e), check=False,
+                                        weights=None if weights is None else weights[k])
+                prob = f(self._decode(enc, f(rgb_d), f(coarse_d), radius))
+            total = prob if total is None else total.add_(prob)
+            used.append(enc.weights)
+        return total.div_(len(self.views)) if len(self.views) > 1 else total, used
+
     def _decode(self, enc, rgb, coarse, radius: int) -> torch.Tensor:
         """Probabilities (1,1,H,W) of the frame ``rgb``: every pixel when dense, else only the
         band of ``radius`` pixels around the coarse boundary (elsewhere the coarse value)."""
@@ -279,7 +300,7 @@ def refine_array(image, coarse, model: AIRM, *, device: torch.device, out=None, 
                  dense: bool = False, labels: str | int | Iterable[int] = "all",
                  progress: Callable[[int, int], None] | None = None,
                  cancel: Callable[[], bool] | None = None, return_probability: bool = False,
-                 global_side: int = 512, passes: int = 1, anchor: bool = True):
+                 global_side: int = 512, passes: int = 1, anchor: bool = True, flips: int = 1):
     """The engine behind ``napari_airm.refine`` (see its docstring); ``anchor=False`` feeds
     each tile stage the previous map alone (CRM's cascade, for comparisons)."""
     if return_probability:
@@ -292,7 +313,7 @@ def refine_array(image, coarse, model: AIRM, *, device: torch.device, out=None, 
                          f"{mask.height}×{mask.width}; they must match")
     try:
         refiner = BinaryRefiner(model, device, dense=dense, tile=tile, global_side=global_side,
-                                passes=passes, anchor=anchor)
+                                passes=passes, anchor=anchor, flips=flips)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     shape = (mask.height, mask.width)
