@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "mBA on DUTS val photos, twice the last stage's time; default 1)")
     engine.add_argument("--flips", type=int, choices=(1, 2, 4), default=1, metavar="N",
                         help="average over N mirrored views (1, 2: left-right, 4: and up-down): "
-                             "+0.1 to +0.8 mBA on DUTS val photos for N times the time; default 1")
+                             "+0.1 to +0.8 mBA on DUTS val photos for up to N times the time; default 1")
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
