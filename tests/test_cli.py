@@ -85,18 +85,20 @@ def test_refine_png_writes_a_mask_of_the_right_shape_and_dtype(files, model_dir,
 
 
 @pytest.mark.parametrize("command", ["refine", "demo"])
-def test_passes_and_flips_reach_the_engine(files, model_dir, capsys, monkeypatch, command):
+def test_passes_flips_and_snap_reach_the_engine(files, model_dir, capsys, monkeypatch, command):
     import napari_airm.api as api
 
     seen = []
     real_refine = api.refine
-    monkeypatch.setattr(api, "refine", lambda *a, **k: seen.append((k.get("passes"), k.get("flips")))
+    monkeypatch.setattr(api, "refine", lambda *a, **k: seen.append((k.get("passes"), k.get("flips"),
+                                                               k.get("snap")))
                         or real_refine(*a, **k))
     args = (["refine", files / "img.png", files / "mask.png", "-o", files / "two.png"]
             if command == "refine" else ["demo", "-o", files / "demo", "--size", "96x128"])
-    rc, _, err = run([*args, "--model", model_dir, "--passes", 2, "--flips", 2, "-q"], capsys)
+    rc, _, err = run([*args, "--model", model_dir, "--passes", 2, "--flips", 2, "--no-snap", "-q"],
+                       capsys)
     assert rc == 0, err
-    assert seen == [(2, 2)]
+    assert seen == [(2, 2, False)]
     for bad in (["--passes", "0"], ["--flips", "3"]):
         with pytest.raises(SystemExit) as info:
             cli.main([*map(str, args), *bad])

@@ -72,18 +72,21 @@ def local_model(busy_model):
     return model
 
 
-@pytest.mark.parametrize("tile, anchor, flips", [(64, False, 1), (128, False, 1), (192, False, 1),
-                                                 (64, True, 1), (128, True, 1), (192, True, 1),
-                                                 (128, False, 4)])
-def test_tiling_geometry_is_exact(local_model, tile, anchor, flips):
+@pytest.mark.parametrize("tile, anchor, flips, snap", [
+    (64, False, 1, False), (128, False, 1, False), (192, False, 1, False), (64, True, 1, False),
+    (128, True, 1, False), (192, True, 1, False), (128, False, 4, False),
+    (64, True, 1, True), (192, False, 1, True)])
+def test_tiling_geometry_is_exact(local_model, tile, anchor, flips, snap):
     image, _, coarse = scene(448, 576)
     # global + two tile-local stages
-    kwargs = dict(device=CPU, global_side=96, anchor=anchor, flips=flips)
+    kwargs = dict(device=CPU, global_side=96, anchor=anchor, flips=flips, snap=snap)
     assert make_plan(448, 576, tile=tile, global_side=96).stage_pitches == (4, 2)
     whole = refine_array(image, coarse, local_model, tile=1024, **kwargs)
     tiled = refine_array(image, coarse, local_model, tile=tile, **kwargs)
-    if anchor:  # the local model keeps a full-resolution mask it is given: read back in place
+    if anchor and not snap:  # the local model keeps a full-resolution mask it is given: read back in place
         np.testing.assert_array_equal(whole, coarse)
+    elif anchor:  # edge snapping moves some of its boundary pixels onto the scene's edges
+        assert 0 < (whole != coarse).mean() < 0.01
     else:  # it keeps the global stage's coarse map, which differs from the given mask
         assert (whole != coarse).mean() > 0.002, "the test model must actually change the mask"
     assert (tiled == whole).mean() >= 0.9999
@@ -197,7 +200,7 @@ def test_a_good_mask_of_a_large_image_keeps_its_detail(bundled_model):
     from napari_airm.metrics import boundary_accuracy
 
     image, gt, _ = scene(1536, 1536, seed=8)
-    kwargs = dict(device=CPU, global_side=192)
+    kwargs = dict(device=CPU, global_side=192, snap=False)  # the cascade alone
     anchored = refine_array(image, gt, bundled_model, **kwargs)
     crm = refine_array(image, gt, bundled_model, anchor=False, **kwargs)
     # stage-4 model: 0.942 / 0.99960 anchored, 0.870 / 0.99902 without

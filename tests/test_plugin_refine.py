@@ -214,9 +214,9 @@ def test_closing_the_viewer_stops_a_run(make_napari_viewer, qtbot, tiny_model):
     assert "coarse refined" not in [layer.name for layer in viewer.layers]
 
 
-def test_passes_and_flips_are_handed_to_the_engine(make_napari_viewer, qtbot, bundled_model):
-    """The 'passes' and 'flip averaging' boxes give exactly what
-    napari_airm.refine(..., passes=2, flips=2) gives."""
+def test_passes_flips_and_snap_are_handed_to_the_engine(make_napari_viewer, qtbot, bundled_model):
+    """The 'passes', 'flip averaging' and 'snap' boxes give exactly what
+    napari_airm.refine(..., passes=2, flips=2, snap=False) gives."""
     from napari_airm import api
 
     viewer = make_napari_viewer()
@@ -224,9 +224,11 @@ def test_passes_and_flips_are_handed_to_the_engine(make_napari_viewer, qtbot, bu
     use_model(widget, bundled_model)
     widget.passes.value = 2
     widget.flips.value = 2
+    assert widget.snap.value, "edge snapping is on by default"
+    widget.snap.value = False
     request = widget.make_request()
-    assert (request.passes, request.flips) == (2, 2)
+    assert (request.passes, request.flips, request.snap) == (2, 2, False)
     run_and_wait(qtbot, widget)
     expected = api.refine(viewer.layers["img"].data, coarse, model=bundled_model, device="cpu",
-                          tile=256, passes=2, flips=2)
+                          tile=256, passes=2, flips=2, snap=False)
     np.testing.assert_array_equal(viewer.layers["coarse refined"].data > 0, expected > 0)

@@ -22,7 +22,7 @@ def output_path(image_path: Path, mask_path: Path, out_dir: Path) -> Path:
 
 def refine_file(image_path: str, mask_path: str, out_path: str, model: str | None, tile: int,
                 dense: bool, device: str | None, overwrite: bool = False, passes: int = 1,
-                flips: int = 1) -> str:
+                flips: int = 1, snap: bool = True) -> str:
     """One task: read, refine, write atomically. Runs in a worker (or in-process)."""
     from ..api import load_model, refine
     from ..io_utils import atomic_output, read_image, read_mask, write_mask
@@ -33,7 +33,7 @@ def refine_file(image_path: str, mask_path: str, out_path: str, model: str | Non
     image = read_image(image_path)
     mask, kind = read_mask(mask_path)
     result = refine(image, mask, model=_WORKER_MODELS[key], device=device, tile=tile, dense=dense,
-                    passes=passes, flips=flips)
+                    passes=passes, flips=flips, snap=snap)
     with atomic_output(out_path, overwrite=overwrite) as tmp:
         write_mask(tmp, result, "labels" if kind == "labels" else "binary", tile=tile)
     return out_path
@@ -43,7 +43,7 @@ def refine_files(pairs: Iterable[tuple[str, str]], out_dir: str | os.PathLike, *
                  model: str | os.PathLike | None = None, scheduler: str | None = None,
                  tile: int = 1024, dense: bool = False, device: str | None = None,
                  overwrite: bool = False, n_workers: int | None = None, passes: int = 1,
-                 flips: int = 1) -> list[Path]:
+                 flips: int = 1, snap: bool = True) -> list[Path]:
     """Refine (image, mask) file pairs in parallel; returns the output paths in input order."""
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -70,7 +70,7 @@ def refine_files(pairs: Iterable[tuple[str, str]], out_dir: str | os.PathLike, *
         client = Client(scheduler)
     try:
         futures = [client.submit(refine_file, i, m, str(o), model_arg, tile, dense, device, overwrite,
-                                 passes, flips, pure=False, key=f"refine-{k}-{Path(o).name}")
+                                 passes, flips, snap, pure=False, key=f"refine-{k}-{Path(o).name}")
                    for k, ((i, m), o) in enumerate(zip(pairs, outputs))]
         for future in as_completed(futures):
             future.result()  # re-raises the first failure with its message

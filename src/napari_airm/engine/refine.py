@@ -31,6 +31,7 @@ from ..model.fuse import inference_copy
 from .errors import Cancelled, InputError
 from .labels import refine_labels, scan_mask
 from .schedule import Box, Plan, band_mask, decode_pitch, is_uniform, make_plan, resample
+from .snap import snap_to_edges
 from .source import ImageSource, MaskSource
 
 DECODE_CHUNK = 1 << 14  # queries decoded at once: bounds the MLP temporaries (~20 MB)
@@ -52,7 +53,7 @@ class BinaryRefiner:
 
     def __init__(self, model: AIRM, device: torch.device, *, dense: bool = False,
                  tile: int = 1024, global_side: int = 512, context: int = 48, global_band: int = 32,
-                 passes: int = 1, anchor: bool = True, flips: int = 1):
+                 passes: int = 1, anchor: bool = True, flips: int = 1, snap: bool = True):
         if int(passes) != passes or passes < 1:
             raise ValueError(f"passes must be a whole number of at least 1, got {passes}")
         if flips not in FLIP_VIEWS:
@@ -60,7 +61,7 @@ class BinaryRefiner:
         self.views = FLIP_VIEWS[flips]
         self.model = inference_copy(model).to(device)  # BN folded, channels-last; caller's model untouched
         self.device, self.dense, self.passes = device, dense, int(passes)
-        self.anchor = anchor
+        self.anchor, self.snap = anchor, snap
         self.tile, self.global_side, self.context, self.global_band = tile, global_side, context, global_band
         self.autocast = device.type == "cuda"
 
@@ -156,7 +157,7 @@ class BinaryRefiner:
         coarse_d = resample(mask_e, box, p, box, d).clamp_(0, 1)
         radius = max(plan.global_band, plan.band_radius(p, d))
         prob, weights = self._predict(rgb_e, mask_e, rgb_d, coarse_d, radius, None)
-        return prob, box, weights
+        return self._snap(prob, rgb_d, d), box, weights
 
     def _stage(self, image: ImageSource, plan: Plan, tile: Box, e: int, prev, weights,
                anchor: bool = False):
@@ -177,9 +178,14 @@ class BinaryRefiner:
             given = given.to(self.device)
             coarse_e, coarse_d = _anchor(_pool(given, e), _pool(given, d), coarse_e, coarse_d,
                                          ANCHOR_MARGIN, e // d)
-        prob, _ = self._predict(_pool(crop, e), coarse_e, _pool(crop, d), coarse_d,
+        rgb_d = _pool(crop, d)
+        prob, _ = self._predict(_pool(crop, e), coarse_e, rgb_d, coarse_d,
                                 plan.band_radius(prev_pitch, d), weights)
-        return prob, box
+        return self._snap(prob, rgb_d, d), box
+
+    def _snap(self, prob: torch.Tensor, rgb_d: torch.Tensor, pitch: int) -> torch.Tensor:
+        """Edge snapping (``snap.py``) of a full-resolution decode; coarser maps pass as they are."""
+        return snap_to_edges(prob, rgb_d) if self.snap and pitch == 1 else prob
 
     # -- decoding ---------------------------------------------------------------------------
     def _predict(self, rgb_e, coarse_e, rgb_d, coarse_d, radius: int, weights):
@@ -300,7 +306,8 @@ def refine_array(image, coarse, model: AIRM, *, device: torch.device, out=None, 
                  dense: bool = False, labels: str | int | Iterable[int] = "all",
                  progress: Callable[[int, int], None] | None = None,
                  cancel: Callable[[], bool] | None = None, return_probability: bool = False,
-                 global_side: int = 512, passes: int = 1, anchor: bool = True, flips: int = 1):
+                 global_side: int = 512, passes: int = 1, anchor: bool = True, flips: int = 1,
+                 snap: bool = True):
     """The engine behind ``napari_airm.refine`` (see its docstring); ``anchor=False`` feeds
     each tile stage the previous map alone (CRM's cascade, for comparisons)."""
     if return_probability:
@@ -313,7 +320,7 @@ def refine_array(image, coarse, model: AIRM, *, device: torch.device, out=None, 
                          f"{mask.height}×{mask.width}; they must match")
     try:
         refiner = BinaryRefiner(model, device, dense=dense, tile=tile, global_side=global_side,
-                                passes=passes, anchor=anchor, flips=flips)
+                                passes=passes, anchor=anchor, flips=flips, snap=snap)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     shape = (mask.height, mask.width)

@@ -29,6 +29,7 @@ class RefineRequest:
     dense: bool = False
     passes: int = 1
     flips: int = 1
+    snap: bool = True
     mode: str = NEW
     dtype: Any = np.uint8
     snapshot: np.ndarray | None = None  # in place: the layer's data when the run started
@@ -77,7 +78,7 @@ def run_refine(req: RefineRequest, report: Callable = lambda d, t, i=None: None,
                                f"painted (or choose 'all ids')")
     labels = ids[0] if len(ids) == 1 else (ids or "all")
     result = api.refine(req.image, coarse, model=req.model, device=req.device, tile=req.tile,
-                        dense=req.dense, passes=req.passes, flips=req.flips,
+                        dense=req.dense, passes=req.passes, flips=req.flips, snap=req.snap,
                         labels=labels,
                         progress=lambda d, t: report(d, t),
                         cancel=cancelled)

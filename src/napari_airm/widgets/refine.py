@@ -57,7 +57,12 @@ class RefineWidget(JobControls, QWidget):
                                        ("4 flips (4x time)", 4)],
                               tooltip="average the model over mirrored views of every tile: "
                                       "+0.1 to +0.8 mBA on DUTS val photos")
-        self.advanced = Container(widgets=[self.tile, self.passes, self.flips, self.dense])
+        self.snap = CheckBox(text="snap boundaries to image edges", value=True,
+                             tooltip="a guided filter moves each refined boundary onto the image "
+                                     "edge when it lies within about a pixel of one (off: the "
+                                     "network's raw boundaries)")
+        self.advanced = Container(widgets=[self.tile, self.passes, self.flips, self.snap,
+                                           self.dense])
         self.run_button = PushButton(text="Refine")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.start_button = self.run_button
@@ -124,7 +129,7 @@ class RefineWidget(JobControls, QWidget):
             model = check_model_folder(model)
         req = RefineRequest(image=L.level0(image), model=model, tile=int(self.tile.value),
                             dense=bool(self.dense.value), passes=int(self.passes.value),
-                            flips=int(self.flips.value),
+                            flips=int(self.flips.value), snap=bool(self.snap.value),
                             mode=self.output.value,
                             device=None if self.device.value == "auto" else self.device.value,
                             source_name=coarse.name,
