@@ -210,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", type=int, default=1, help="refinement passes (default 1)")
     p.add_argument("--flips", type=int, default=1, choices=(1, 2, 4),
                    help="flip averaging: 1 (off), 2 (left-right), 4 (and up-down); default 1")
-    p.add_argument("--no-snap", dest="snap", action="store_false",
-                   help="leave the network's boundaries unsnapped (no edge snapping)")
+    p.add_argument("--snap", action="store_true",
+                   help="edge snapping (refine(..., snap=True)); default off as in the engine")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--grabcut-iterations", type=int, default=5)
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
     names = {"coarse": "coarse input", "grabcut": f"OpenCV GrabCut ({args.grabcut_iterations} it.)",
              "model": (model_label or "model") + (f", {args.passes} passes" if args.passes > 1 else "")
              + (f", {args.flips} flips" if args.flips > 1 else "")
-             + ("" if args.snap else ", no snap")}
+             + (", snap" if args.snap else "")}
     report = {"command": command, "code": _git_revision(), "device": str(device), "model": model_meta,
               "methods": methods, "seed": args.seed, "passes": args.passes,
               "flips": args.flips, "snap": args.snap, "sets": {}}

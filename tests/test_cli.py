@@ -95,10 +95,10 @@ def test_passes_flips_and_snap_reach_the_engine(files, model_dir, capsys, monkey
                         or real_refine(*a, **k))
     args = (["refine", files / "img.png", files / "mask.png", "-o", files / "two.png"]
             if command == "refine" else ["demo", "-o", files / "demo", "--size", "96x128"])
-    rc, _, err = run([*args, "--model", model_dir, "--passes", 2, "--flips", 2, "--no-snap", "-q"],
+    rc, _, err = run([*args, "--model", model_dir, "--passes", 2, "--flips", 2, "--snap", "-q"],
                        capsys)
     assert rc == 0, err
-    assert seen == [(2, 2, False)]
+    assert seen == [(2, 2, True)]
     for bad in (["--passes", "0"], ["--flips", "3"]):
         with pytest.raises(SystemExit) as info:
             cli.main([*map(str, args), *bad])

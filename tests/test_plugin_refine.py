@@ -216,7 +216,7 @@ def test_closing_the_viewer_stops_a_run(make_napari_viewer, qtbot, tiny_model):
 
 def test_passes_flips_and_snap_are_handed_to_the_engine(make_napari_viewer, qtbot, bundled_model):
     """The 'passes', 'flip averaging' and 'snap' boxes give exactly what
-    napari_airm.refine(..., passes=2, flips=2, snap=False) gives."""
+    napari_airm.refine(..., passes=2, flips=2, snap=True) gives."""
     from napari_airm import api
 
     viewer = make_napari_viewer()
@@ -224,11 +224,11 @@ def test_passes_flips_and_snap_are_handed_to_the_engine(make_napari_viewer, qtbo
     use_model(widget, bundled_model)
     widget.passes.value = 2
     widget.flips.value = 2
-    assert widget.snap.value, "edge snapping is on by default"
-    widget.snap.value = False
+    assert not widget.snap.value, "edge snapping is off by default, as in the API"
+    widget.snap.value = True
     request = widget.make_request()
-    assert (request.passes, request.flips, request.snap) == (2, 2, False)
+    assert (request.passes, request.flips, request.snap) == (2, 2, True)
     run_and_wait(qtbot, widget)
     expected = api.refine(viewer.layers["img"].data, coarse, model=bundled_model, device="cpu",
-                          tile=256, passes=2, flips=2, snap=False)
+                          tile=256, passes=2, flips=2, snap=True)
     np.testing.assert_array_equal(viewer.layers["coarse refined"].data > 0, expected > 0)

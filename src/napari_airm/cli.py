@@ -155,7 +155,7 @@ def _json_default(obj):
 def refine_file(image_path, mask_path, output, *, model=None, device=None, tile: int = 1024,
                 dense: bool = False, overwrite: bool = False, labels="all",
                 threshold: float | None = None, quiet: bool = True, passes: int = 1,
-                flips: int = 1, snap: bool = True) -> dict:
+                flips: int = 1, snap: bool = False) -> dict:
     """Refine one image/mask file pair into ``output`` (.png, .tif or .zarr), atomically.
 
     Lazy inputs (zarr stores, large TIFFs) are read tile by tile; a .zarr output is written
@@ -462,9 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--flips", type=int, choices=(1, 2, 4), default=1, metavar="N",
                         help="average over N mirrored views (1, 2: left-right, 4: and up-down): "
                              "+0.1 to +0.8 mBA on DUTS val photos for up to N times the time; default 1")
-    engine.add_argument("--no-snap", dest="snap", action="store_false",
-                        help="keep the network's raw boundaries: no edge snapping (a guided "
-                             "filter that moves each boundary onto the image edge; on by default)")
+    engine.add_argument("--snap", action="store_true",
+                        help="snap boundaries to image edges within about a pixel (a guided "
+                             "filter): +0.6 to +0.8 mBA on DUTS val photos, less on blurry images")
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

@@ -22,7 +22,7 @@ def output_path(image_path: Path, mask_path: Path, out_dir: Path) -> Path:
 
 def refine_file(image_path: str, mask_path: str, out_path: str, model: str | None, tile: int,
                 dense: bool, device: str | None, overwrite: bool = False, passes: int = 1,
-                flips: int = 1, snap: bool = True) -> str:
+                flips: int = 1, snap: bool = False) -> str:
     """One task: read, refine, write atomically. Runs in a worker (or in-process)."""
     from ..api import load_model, refine
     from ..io_utils import atomic_output, read_image, read_mask, write_mask
@@ -43,7 +43,7 @@ def refine_files(pairs: Iterable[tuple[str, str]], out_dir: str | os.PathLike, *
                  model: str | os.PathLike | None = None, scheduler: str | None = None,
                  tile: int = 1024, dense: bool = False, device: str | None = None,
                  overwrite: bool = False, n_workers: int | None = None, passes: int = 1,
-                 flips: int = 1, snap: bool = True) -> list[Path]:
+                 flips: int = 1, snap: bool = False) -> list[Path]:
     """Refine (image, mask) file pairs in parallel; returns the output paths in input order."""
     from dask.distributed import Client, LocalCluster, as_completed
 

@@ -53,7 +53,7 @@ class BinaryRefiner:
 
     def __init__(self, model: AIRM, device: torch.device, *, dense: bool = False,
                  tile: int = 1024, global_side: int = 512, context: int = 48, global_band: int = 32,
-                 passes: int = 1, anchor: bool = True, flips: int = 1, snap: bool = True):
+                 passes: int = 1, anchor: bool = True, flips: int = 1, snap: bool = False):
         if int(passes) != passes or passes < 1:
             raise ValueError(f"passes must be a whole number of at least 1, got {passes}")
         if flips not in FLIP_VIEWS:
@@ -307,7 +307,7 @@ def refine_array(image, coarse, model: AIRM, *, device: torch.device, out=None, 
                  progress: Callable[[int, int], None] | None = None,
                  cancel: Callable[[], bool] | None = None, return_probability: bool = False,
                  global_side: int = 512, passes: int = 1, anchor: bool = True, flips: int = 1,
-                 snap: bool = True):
+                 snap: bool = False):
     """The engine behind ``napari_airm.refine`` (see its docstring); ``anchor=False`` feeds
     each tile stage the previous map alone (CRM's cascade, for comparisons)."""
     if return_probability:

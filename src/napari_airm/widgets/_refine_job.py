@@ -29,7 +29,7 @@ class RefineRequest:
     dense: bool = False
     passes: int = 1
     flips: int = 1
-    snap: bool = True
+    snap: bool = False
     mode: str = NEW
     dtype: Any = np.uint8
     snapshot: np.ndarray | None = None  # in place: the layer's data when the run started

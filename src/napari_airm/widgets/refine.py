@@ -57,10 +57,10 @@ class RefineWidget(JobControls, QWidget):
                                        ("4 flips (4x time)", 4)],
                               tooltip="average the model over mirrored views of every tile: "
                                       "+0.1 to +0.8 mBA on DUTS val photos")
-        self.snap = CheckBox(text="snap boundaries to image edges", value=True,
+        self.snap = CheckBox(text="snap boundaries to image edges", value=False,
                              tooltip="a guided filter moves each refined boundary onto the image "
-                                     "edge when it lies within about a pixel of one (off: the "
-                                     "network's raw boundaries)")
+                                     "edge when it lies within about a pixel of one: +0.6 to "
+                                     "+0.8 mBA on DUTS val photos, less on blurry images")
         self.advanced = Container(widgets=[self.tile, self.passes, self.flips, self.snap,
                                            self.dense])
         self.run_button = PushButton(text="Refine")
