@@ -152,6 +152,12 @@ def _json_default(obj):
 # ----------------------------------------------------------------------------- refine
 
 
+def _engine_options(args) -> dict:
+    """The engine settings every refining command shares (the ``engine`` parent parser)."""
+    return dict(tile=args.tile, dense=args.dense, passes=args.passes, flips=args.flips,
+                snap=args.snap)
+
+
 def refine_file(image_path, mask_path, output, *, model=None, device=None, tile: int = 1024,
                 dense: bool = False, overwrite: bool = False, labels="all",
                 threshold: float | None = None, quiet: bool = True, passes: int = 1,
@@ -203,10 +209,9 @@ def refine_file(image_path, mask_path, output, *, model=None, device=None, tile:
 
 def cmd_refine(args) -> int:
     summary = refine_file(args.image, args.mask, args.output, model=_check_model(args.model),
-                          device=args.device, tile=args.tile, dense=args.dense,
-                          overwrite=args.overwrite, labels=_parse_labels(args.labels),
-                          threshold=args.threshold, quiet=args.quiet, passes=args.passes,
-                          flips=args.flips, snap=args.snap)
+                          device=args.device, overwrite=args.overwrite,
+                          labels=_parse_labels(args.labels), threshold=args.threshold,
+                          quiet=args.quiet, **_engine_options(args))
     print(f"wrote {summary['output']} ({summary['height']}x{summary['width']} {summary['kind']} mask) "
           f"in {summary['seconds']:.1f} s")
     return 0
@@ -235,9 +240,8 @@ def cmd_demo(args) -> int:
     progress, close = _progress("refine", args.quiet)
     t0 = time.perf_counter()
     try:
-        refined = refine(image, coarse, model=model, device=str(device), tile=args.tile,
-                         dense=args.dense, passes=args.passes, flips=args.flips,
-                         snap=args.snap, progress=progress)
+        refined = refine(image, coarse, model=model, device=str(device), progress=progress,
+                         **_engine_options(args))
     finally:
         close()
     t_refine = time.perf_counter() - t0
@@ -413,8 +417,7 @@ def cmd_refine_many(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     outputs = refine_many(pairs, out_dir, model=_check_model(args.model), scheduler=args.scheduler,
-                          tile=args.tile, dense=args.dense, device=args.device, passes=args.passes,
-                          flips=args.flips, snap=args.snap)
+                          device=args.device, **_engine_options(args))
     for p in outputs:
         print(p)
     print(f"refined {len(outputs)} of {len(pairs)} image(s) into {out_dir} in "

@@ -20,10 +20,10 @@ def output_path(image_path: Path, mask_path: Path, out_dir: Path) -> Path:
     return out_dir / f"{Path(str(image_path).rstrip('/')).stem}{suffix}"
 
 
-def refine_file(image_path: str, mask_path: str, out_path: str, model: str | None, tile: int,
-                dense: bool, device: str | None, overwrite: bool = False, passes: int = 1,
-                flips: int = 1, snap: bool = False) -> str:
-    """One task: read, refine, write atomically. Runs in a worker (or in-process)."""
+def refine_file(image_path: str, mask_path: str, out_path: str, model: str | None,
+                device: str | None, overwrite: bool = False, **engine) -> str:
+    """One task: read, refine, write atomically. Runs in a worker (or in-process).
+    ``engine``: tile, dense, passes, flips, snap, as ``api.refine`` takes them."""
     from ..api import load_model, refine
     from ..io_utils import atomic_output, read_image, read_mask, write_mask
 
@@ -32,19 +32,19 @@ def refine_file(image_path: str, mask_path: str, out_path: str, model: str | Non
         _WORKER_MODELS[key] = load_model(model, device=device)
     image = read_image(image_path)
     mask, kind = read_mask(mask_path)
-    result = refine(image, mask, model=_WORKER_MODELS[key], device=device, tile=tile, dense=dense,
-                    passes=passes, flips=flips, snap=snap)
+    result = refine(image, mask, model=_WORKER_MODELS[key], device=device, **engine)
     with atomic_output(out_path, overwrite=overwrite) as tmp:
-        write_mask(tmp, result, "labels" if kind == "labels" else "binary", tile=tile)
+        write_mask(tmp, result, "labels" if kind == "labels" else "binary",
+                   tile=engine.get("tile", 1024))
     return out_path
 
 
 def refine_files(pairs: Iterable[tuple[str, str]], out_dir: str | os.PathLike, *,
                  model: str | os.PathLike | None = None, scheduler: str | None = None,
-                 tile: int = 1024, dense: bool = False, device: str | None = None,
-                 overwrite: bool = False, n_workers: int | None = None, passes: int = 1,
-                 flips: int = 1, snap: bool = False) -> list[Path]:
-    """Refine (image, mask) file pairs in parallel; returns the output paths in input order."""
+                 device: str | None = None, overwrite: bool = False,
+                 n_workers: int | None = None, **engine) -> list[Path]:
+    """Refine (image, mask) file pairs in parallel; returns the output paths in input order.
+    ``engine``: tile, dense, passes, flips, snap, as ``api.refine`` takes them."""
     from dask.distributed import Client, LocalCluster, as_completed
 
     pairs = [(str(i), str(m)) for i, m in pairs]
@@ -69,8 +69,8 @@ def refine_files(pairs: Iterable[tuple[str, str]], out_dir: str | os.PathLike, *
     else:
         client = Client(scheduler)
     try:
-        futures = [client.submit(refine_file, i, m, str(o), model_arg, tile, dense, device, overwrite,
-                                 passes, flips, snap, pure=False, key=f"refine-{k}-{Path(o).name}")
+        futures = [client.submit(refine_file, i, m, str(o), model_arg, device, overwrite, **engine,
+                                 pure=False, key=f"refine-{k}-{Path(o).name}")
                    for k, ((i, m), o) in enumerate(zip(pairs, outputs))]
         for future in as_completed(futures):
             future.result()  # re-raises the first failure with its message
