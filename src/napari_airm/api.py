@@ -66,8 +66,9 @@ def refine(image, coarse, *, model: AIRM | str | os.PathLike | None = None, devi
     ``flips=2`` or ``4`` averages every stage over mirrored views (left–right; and up–down):
     test-time augmentation, 2× or 4× the time (docs/performance.md, "Flip averaging").
     ``snap=True`` moves each refined boundary that lies within about a pixel of an image edge
-    onto it (a colour guided filter of the full-resolution probabilities): +0.6 / +0.8 mBA on
-    DUTS val photos, but a loss on blurry upscaled images (docs/performance.md, "Edge snapping").
+    onto it (a colour guided filter of the full-resolution probabilities): +0.5 / +0.6 mBA on
+    DUTS val photos; colour ramps (upscaled, blurry images) are left alone; off by default
+    (docs/performance.md, "Edge snapping").
     """
     from .engine.refine import refine_array
 

@@ -467,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "+0.1 to +0.8 mBA on DUTS val photos for up to N times the time; default 1")
     engine.add_argument("--snap", action="store_true",
                         help="snap boundaries to image edges within about a pixel (a guided "
-                             "filter): +0.6 to +0.8 mBA on DUTS val photos, less on blurry images")
+                             "filter): +0.5 to +0.6 mBA on DUTS val photos; ramps are left alone")
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

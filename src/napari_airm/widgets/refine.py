@@ -59,8 +59,8 @@ class RefineWidget(JobControls, QWidget):
                                       "+0.1 to +0.8 mBA on DUTS val photos")
         self.snap = CheckBox(text="snap boundaries to image edges", value=False,
                              tooltip="a guided filter moves each refined boundary onto the image "
-                                     "edge when it lies within about a pixel of one: +0.6 to "
-                                     "+0.8 mBA on DUTS val photos, less on blurry images")
+                                     "edge when it lies within about a pixel of one: +0.5 to "
+                                     "+0.6 mBA on DUTS val photos; ramps are left alone")
         self.advanced = Container(widgets=[self.tile, self.passes, self.flips, self.snap,
                                            self.dense])
         self.run_button = PushButton(text="Refine")
