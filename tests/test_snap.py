@@ -64,7 +64,7 @@ def test_a_crop_with_context_gives_exactly_the_frames_values():
 
 def test_blockwise_equals_the_filter_over_the_whole_frame():
     """Only blocks with a boundary are filtered, in batches: same values as the whole frame."""
-    from napari_airm.engine.snap import SNAP_CONFIDENT, guided_filter
+    from napari_airm.engine.snap import SNAP_CONFIDENT, SNAP_SHARPNESS, guided_filter
 
     rng = np.random.default_rng(3)
     h, w = 150, 173  # not multiples of the block; the boundary reaches the frame's edges
@@ -72,7 +72,7 @@ def test_blockwise_equals_the_filter_over_the_whole_frame():
     disc = 1 / (1 + np.exp(-(60 - np.hypot(yy - 70, xx - 40)) / 1.5))
     prob = torch.from_numpy(disc.astype(np.float32))[None, None]
     image = torch.from_numpy(rng.random((1, 3, h, w), dtype=np.float32))
-    whole = guided_filter(prob, image, 2, 1e-3).clamp(0, 1)
+    whole = guided_filter(prob, image, 2, 1e-3, SNAP_SHARPNESS).clamp(0, 1)
     uncertain = (prob > SNAP_CONFIDENT) & (prob < 1 - SNAP_CONFIDENT)
     expected = torch.where(uncertain, whole, prob)
     assert uncertain.float().mean() > 0.02

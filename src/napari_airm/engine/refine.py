@@ -13,7 +13,8 @@
    is decoded. ``dense=True`` computes every tile and every pixel (the reference).
    ``flips`` = 2 or 4 runs every stage on mirrored views as well (left–right; and up–down and
    both) and averages the probabilities: test-time augmentation that cancels a directional
-   lean of the network and averages its noise, for 2× or 4× the compute.
+   lean of the network and averages its noise, for 2× or 4× the compute. ``snap=True`` passes
+   every full-resolution decode through an edge-snapping guided filter (``snap.py``).
 3. Output is written tile by tile into ``out`` (numpy, zarr, anything with ``__setitem__``).
 
 Memory depends on the tile size and ``global_side``, never on the image size.

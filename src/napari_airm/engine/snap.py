@@ -86,6 +86,7 @@ def guided_filter(p: torch.Tensor, I: torch.Tensor, radius: int, eps: float,
     var = _box(products, radius) - torch.cat([mean_i[:, i:i + 1] * mean_i[:, j:j + 1]
                                               for i, j in pairs], 1)
     rr, rg, rb, gg, gb, bb = var.unbind(1)
+    spread = rr + gg + bb  # colour variance of the window, for the sharpness gate
     rr, gg, bb = rr + eps, gg + eps, bb + eps
     # inverse of the symmetric 3×3 colour covariance per pixel, by its adjugate
     inv = (gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb,
@@ -99,16 +100,17 @@ def guided_filter(p: torch.Tensor, I: torch.Tensor, radius: int, eps: float,
     b = mean_p - (a * mean_i).sum(1, keepdim=True)
     q = (_box(a, radius) * I).sum(1, keepdim=True) + _box(b, radius)
     if sharpness > 0:
-        q = torch.where(edge_sharpness(I, radius, mean_i) > sharpness, q, p)
+        q = torch.where(edge_sharpness(I, radius, spread) > sharpness, q, p)
     return q
 
 
-def edge_sharpness(I: torch.Tensor, radius: int, mean_i: torch.Tensor | None = None) -> torch.Tensor:
-    """(N,1,H,W): colour variance of the (2r-1)² window over that of the (2r+1)² window; near 1
-    for a step edge or noise, about (r-1)·r / (r·(r+1)) for a linear ramp (1/3 at r = 2)."""
-    def variance(r: int, mean: torch.Tensor | None = None) -> torch.Tensor:
-        mean = _box(I, r) if mean is None else mean
-        return (_box(I * I, r) - mean * mean).sum(1, keepdim=True)
+def edge_sharpness(I: torch.Tensor, radius: int, outer: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,1,H,W): colour variance of the (2r-1)² window over that of the (2r+1)² window
+    (``outer``, when the caller has it); near 1 for a step edge or noise, about 1/3 for a
+    linear ramp at r = 2."""
+    def variance(r: int) -> torch.Tensor:
+        mean = _box(I, r)
+        return (_box(I * I, r) - mean * mean).sum(1)
 
-    inner = max(radius - 1, 1)
-    return variance(inner) / (variance(radius, mean_i) + 1e-6)
+    outer = variance(radius) if outer is None else outer
+    return (variance(max(radius - 1, 1)) / (outer + 1e-6)).unsqueeze(1)
