@@ -4,8 +4,9 @@ The network places a boundary as a soft ramp a few pixels wide, often a pixel or
 image's edge; the guided filter makes the probability locally an affine function of the colour,
 so a 0.5 crossing within about a pixel of an edge moves onto it. Two gates keep the rest as the
 network made it: pixels it is sure of (``SNAP_CONFIDENT``), and pixels whose window sees a
-colour ramp rather than a step (``SNAP_SHARPNESS``: upscaled or defocused images). Applied to full-resolution decodes only; it reads
-``2 · radius`` pixels around each output pixel, far less than a tile's context.
+colour ramp rather than a step (``SNAP_SHARPNESS``: upscaled or defocused images). Applied to
+full-resolution decodes only; it reads ``2 · radius`` pixels around each output pixel, far less
+than a tile's context.
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def snap_to_edges(prob: torch.Tensor, rgb: torch.Tensor, radius: int = SNAP_RADI
 def guided_filter(p: torch.Tensor, I: torch.Tensor, radius: int, eps: float,
                   sharpness: float = 0.0) -> torch.Tensor:
     """The colour guided filter of (N,1,H,W) ``p`` by (N,3,H,W) ``I`` over whole frames; where
-    ``edge_sharpness`` is not above ``sharpness``, ``p`` itself."""
+    ``_edge_sharpness`` is not above ``sharpness``, ``p`` itself."""
     mean_i = _box(I, radius)                              # (N,3,H,W)
     mean_p = _box(p, radius)                              # (N,1,H,W)
     cov_ip = _box(I * p, radius) - mean_i * mean_p        # (N,3,H,W)
@@ -100,17 +101,14 @@ def guided_filter(p: torch.Tensor, I: torch.Tensor, radius: int, eps: float,
     b = mean_p - (a * mean_i).sum(1, keepdim=True)
     q = (_box(a, radius) * I).sum(1, keepdim=True) + _box(b, radius)
     if sharpness > 0:
-        q = torch.where(edge_sharpness(I, radius, spread) > sharpness, q, p)
+        q = torch.where(_edge_sharpness(I, radius, spread) > sharpness, q, p)
     return q
 
 
-def edge_sharpness(I: torch.Tensor, radius: int, outer: torch.Tensor | None = None) -> torch.Tensor:
-    """(N,1,H,W): colour variance of the (2r-1)² window over that of the (2r+1)² window
-    (``outer``, when the caller has it); near 1 for a step edge or noise, about 1/3 for a
-    linear ramp at r = 2."""
-    def variance(r: int) -> torch.Tensor:
-        mean = _box(I, r)
-        return (_box(I * I, r) - mean * mean).sum(1)
-
-    outer = variance(radius) if outer is None else outer
-    return (variance(max(radius - 1, 1)) / (outer + 1e-6)).unsqueeze(1)
+def _edge_sharpness(I: torch.Tensor, radius: int, outer: torch.Tensor) -> torch.Tensor:
+    """(N,1,H,W): colour variance of the (2r-1)² window over ``outer``, that of the (2r+1)²
+    window (N,H,W); near 1 for a step edge or noise, about 1/3 for a linear ramp at r = 2."""
+    r = max(radius - 1, 1)
+    mean = _box(I, r)
+    inner = (_box(I * I, r) - mean * mean).sum(1)
+    return (inner / (outer + 1e-6)).unsqueeze(1)
