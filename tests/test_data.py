@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from napari_airm.data import (DataError, TrainCrops, ValCases, find_pairs, lowres_coarse, mask_iou,
-                              perturb_coarse, read_mask, synthesize_coarse)
+import hashlib
+
+import cv2
+
+from napari_airm.data import (DataError, DataSource, TrainCrops, ValCases, boundary_noise,
+                              check_pairs, down_up, find_pairs, is_heldout, lowres_coarse, mask_iou,
+                              near_identity_coarse, perturb_coarse, read_mask, synthesize_coarse)
 
 from conftest import SHARED_DATA, disc_mask, make_disc_dataset, write_pair
 
@@ -85,6 +91,27 @@ def test_images_without_masks_are_reported(tmp_path):
     with pytest.warns(UserWarning, match=r"2 of 5 images .* have no mask .*img01\.jpg, img03\.jpg"):
         pairs = find_pairs(tmp_path)
     assert [p.name for p in pairs] == ["img00", "img02", "img04"]
+
+
+def test_masks_without_an_image_are_reported(tmp_path):
+    make_disc_dataset(tmp_path, n=3, size=32)
+    (tmp_path / "images" / "img02.jpg").unlink()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "masks" / "stray.png")
+    with pytest.warns(UserWarning, match=r"2 masks in .*masks have no image .*img02\.png, stray\.png"):
+        pairs = find_pairs(tmp_path)
+    assert [p.name for p in pairs] == ["img00", "img01"]
+
+
+def test_check_pairs_names_every_broken_file_at_once(tmp_path):
+    make_disc_dataset(tmp_path, n=5, size=64)
+    for name in ("img01", "img03"):  # truncated: the header is intact, the pixels are not
+        path = tmp_path / "images" / f"{name}.jpg"
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 3 // 4])
+    pairs = find_pairs(tmp_path)  # headers are fine, so this passes
+    with pytest.raises(DataError, match=r"2 of 5 training pairs cannot be used.*img01\.jpg.*img03\.jpg"):
+        check_pairs(pairs)
+    check_pairs([p for p in pairs if p.name not in ("img01", "img03")])  # the rest is fine
 
 
 def test_complete_folder_gives_no_warning(disc_dataset):
@@ -171,6 +198,131 @@ def test_mixed_mode_draws_lowres_masks_at_the_configured_share():
                 synthesise(gt, expected_rng))
     with pytest.raises(ValueError, match="lowres_share"):
         synthesize_coarse(gt, np.random.default_rng(0), "mixed", lowres_share=1.5)
+
+
+def _distance_to_boundary(gt):
+    """Per pixel, its distance to the nearest pixel of the other side, minus ½."""
+    u8 = gt.astype(np.uint8)
+    inside = cv2.distanceTransform(u8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    outside = cv2.distanceTransform(1 - u8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.where(gt, inside, outside) - 0.5
+
+
+def test_boundary_noise_moves_the_boundary_by_at_most_two_pixels():
+    gt = disc()
+    dist = _distance_to_boundary(gt)
+    moved = []
+    for seed in range(60):
+        out = boundary_noise(gt, np.random.default_rng(seed))
+        changed = out != gt
+        assert out.dtype == bool and out.shape == gt.shape
+        # only pixels within 2 px of the boundary (the line half-way between the two sides) change
+        assert not changed.any() or dist[changed].max() <= 2.0
+        assert mask_iou(out, gt) >= 0.93
+        moved.append(changed.sum())
+    assert np.median(moved) > 20  # and it does move the boundary (both ways, locally)
+    ups = [np.count_nonzero(boundary_noise(gt, np.random.default_rng(s)) & ~gt) for s in range(10)]
+    downs = [np.count_nonzero(~boundary_noise(gt, np.random.default_rng(s)) & gt) for s in range(10)]
+    assert sum(u > 0 and d > 0 for u, d in zip(ups, downs)) >= 6  # usually out here, in there
+    for flat in (np.zeros((32, 32), bool), np.ones((32, 32), bool)):
+        np.testing.assert_array_equal(boundary_noise(flat, np.random.default_rng(0)), flat)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_down_up_by_two_to_four_keeps_a_mask_nearly_exact(factor):
+    gt = disc()
+    out = down_up(gt, factor)
+    assert mask_iou(out, gt) >= 0.97
+    assert _distance_to_boundary(gt)[out != gt].max(initial=0) <= factor
+
+
+def test_near_identity_masks_are_the_gt_or_within_the_bound():
+    gt = disc()
+    kinds = {"exact": 0, "other": 0}
+    for seed in range(90):
+        out = near_identity_coarse(gt, np.random.default_rng(seed))
+        assert out.dtype == bool and out.shape == gt.shape
+        assert mask_iou(out, gt) >= 0.93  # bound of the 1-2 px noise on this 29 px disc
+        kinds["exact" if np.array_equal(out, gt) else "other"] += 1
+    assert 20 <= kinds["exact"] <= 40  # a third is the ground truth itself
+    perturbed = np.mean([mask_iou(perturb_coarse(gt, np.random.default_rng(s)), gt) for s in range(30)])
+    near = np.mean([mask_iou(near_identity_coarse(gt, np.random.default_rng(s)), gt) for s in range(30)])
+    assert near > 0.98 > perturbed
+
+
+def test_identity_share_mixes_near_identity_masks_in_and_zero_changes_nothing():
+    gt = disc()
+    for mode in ("perturb", "mixed", "lowres"):
+        for seed in range(4):  # share 0: exactly the masks without the option (existing recipes)
+            np.testing.assert_array_equal(
+                synthesize_coarse(gt, np.random.default_rng(seed), mode, 0.5, identity_share=0.0),
+                synthesize_coarse(gt, np.random.default_rng(seed), mode, 0.5))
+    drawn = []
+    for seed in range(40):  # share 0.3: first a draw decides, then the near-identity or usual mask
+        rng = np.random.default_rng(seed)
+        near = rng.random() < 0.3
+        expected = near_identity_coarse(gt, rng) if near else synthesize_coarse(gt, rng, "mixed", 0.5)
+        np.testing.assert_array_equal(
+            synthesize_coarse(gt, np.random.default_rng(seed), "mixed", 0.5, identity_share=0.3),
+            expected)
+        drawn.append(near)
+    assert 6 <= sum(drawn) <= 18
+    np.testing.assert_array_equal(synthesize_coarse(gt, np.random.default_rng(3), "identity"),
+                                  near_identity_coarse(gt, np.random.default_rng(3)))
+    with pytest.raises(ValueError, match="identity_share"):
+        synthesize_coarse(gt, np.random.default_rng(0), "mixed", identity_share=-0.1)
+
+
+def test_train_crops_with_identity_share_one_give_near_identity_masks(disc_dataset):
+    ds = TrainCrops(disc_dataset, crop=64, identity_share=1.0)
+    for i in range(2 * len(ds)):
+        _, coarse, gt = ds[i]
+        assert mask_iou(coarse[0].numpy() > 0.5, gt[0].numpy() > 0.5) >= 0.85  # 64 px crops
+
+
+# --------------------------------------------------------------------------------------------
+# held-out pairs, several training folders
+# --------------------------------------------------------------------------------------------
+def test_is_heldout_is_the_sha1_rule_and_deterministic():
+    names = [f"img{i:02d}" for i in range(40)] + ["horse012", "horse001", "cvc_021", "dsb_07761fa39f60dc37"]
+    for name in names:
+        expected = int(hashlib.sha1(name.encode()).hexdigest(), 16) % 10 == 0
+        assert is_heldout(name) is expected
+    # pinned, so a changed rule cannot pass unnoticed (the benchmarks validate on these pairs)
+    assert [n for n in names if is_heldout(n)] == ["img05", "img07", "horse012", "cvc_021",
+                                                   "dsb_07761fa39f60dc37"]
+    share = np.mean([is_heldout(f"pair{i}") for i in range(5000)])
+    assert 0.08 < share < 0.12
+
+
+def test_held_out_pairs_stay_out_of_training_and_form_the_validation_cases(tmp_path):
+    root = make_disc_dataset(tmp_path / "extra", n=12, size=48)
+    held = {"img05", "img07"}
+    ds = TrainCrops([{"root": root, "holdout": True}], crop=32)
+    assert {p.name for p in ds.pairs} == {f"img{i:02d}" for i in range(12)} - held
+    assert len(TrainCrops(root, crop=32)) == 12  # without holdout: every pair
+    val = ValCases(root, heldout=True)
+    assert {p.name for p in val.pairs} == held
+
+
+def test_data_source_specs():
+    assert DataSource.parse("a/b") == DataSource(Path("a/b"), 1.0, False)
+    assert DataSource.parse("a/b=0.6") == DataSource(Path("a/b"), 0.6, False)
+    assert DataSource.parse({"root": "x", "weight": 2, "holdout": True}) == DataSource(Path("x"), 2.0, True)
+    assert DataSource.parse("odd=name") == DataSource(Path("odd=name"), 1.0, False)
+    for bad in ("a=0", "a=-1", {"root": "a", "weight": "heavy"}, {"weight": 1}, {"root": "a", "w": 1}):
+        with pytest.raises(ValueError):
+            DataSource.parse(bad)
+
+
+def test_train_crops_from_several_folders(tmp_path):
+    a = make_disc_dataset(tmp_path / "a", n=3, size=48, seed=1)
+    b = make_disc_dataset(tmp_path / "b", n=5, size=48, seed=2)
+    ds = TrainCrops([f"{a}=3", {"root": b, "weight": 1}], crop=32)
+    assert len(ds) == 8 and [list(g) for g in ds.groups] == [[0, 1, 2], [3, 4, 5, 6, 7]]
+    assert ds.weights == pytest.approx([0.75, 0.25])
+    assert [p.image.parent.parent for p in ds.pairs] == [a] * 3 + [b] * 5
+    assert ds[4][0].shape == (3, 32, 32)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,12 +1,20 @@
 """Folders of ``images/NAME.*`` + ``masks/NAME.png`` pairs (the DUTS-TR layout, also what the
 napari retrain widget exports), as random training crops or fixed validation cases.
+
+Training may draw from several folders with weights (``DataSource``); a folder without a
+validation split of its own can keep its held-out pairs (``is_heldout``) out of training.
 """
 from __future__ import annotations
 
+import hashlib
+import math
+import os
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -29,10 +37,21 @@ class Pair:
     mask: Path
 
 
+def is_heldout(name: str) -> bool:
+    """Whether the pair ``name`` (the file stem) belongs to the fixed validation tenth of a data
+    set that has no validation folder of its own (``shared/data/extra/*``).
+
+    The one rule for it — training leaves these pairs out, benchmarks validate on them:
+    ``int(sha1(name).hexdigest(), 16) % 10 == 0``.
+    """
+    return int(hashlib.sha1(name.encode()).hexdigest(), 16) % 10 == 0
+
+
 def find_pairs(root: str | Path, *, check_sizes: bool = True) -> list[Pair]:
     """All image/mask pairs under ``root``; a clear error when there are none or they disagree.
 
-    Images without a mask are reported (count and first names), never dropped silently.
+    Images without a mask, and masks without an image, are reported (count and first names),
+    never dropped silently.
     """
     root = Path(root)
     img_dir, mask_dir = root / "images", root / "masks"
@@ -48,6 +67,12 @@ def find_pairs(root: str | Path, *, check_sizes: bool = True) -> list[Pair]:
     if orphans:
         warnings.warn(f"{len(orphans)} of {len(images)} images in {img_dir} have no mask in {mask_dir} "
                       f"and are left out (first: {', '.join(p.name for p in orphans[:3])})", stacklevel=2)
+    stems = {img.stem for img in images}
+    lone_masks = sorted(p.name for p in mask_dir.iterdir()
+                        if p.suffix.lower() == ".png" and p.stem not in stems)
+    if lone_masks:
+        warnings.warn(f"{len(lone_masks)} masks in {mask_dir} have no image in {img_dir} and are "
+                      f"left out (first: {', '.join(lone_masks[:3])})", stacklevel=2)
     if not pairs:
         raise DataError(f"no image in {img_dir} has a matching mask (masks/NAME.png) in {mask_dir}")
     if check_sizes:
@@ -93,6 +118,65 @@ def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
+def check_pairs(pairs: Sequence[Pair], what: str = "training", workers: int | None = None) -> None:
+    """Decode every image and mask of ``pairs`` (and compare their sizes) now, so that a broken
+    file stops a run before its first step, with one message that names every bad file
+    (count, then the first few), instead of killing it when the loader reaches the file.
+    """
+    def problem(pair: Pair) -> str | None:
+        try:
+            read_pair(pair)
+        except DataError as exc:
+            return str(exc)
+        return None
+
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:  # PIL and zlib decode without the GIL
+        problems = [p for p in pool.map(problem, pairs) if p is not None]
+    if problems:
+        shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+        raise DataError(f"{len(problems)} of {len(pairs)} {what} pairs cannot be used, fix or "
+                        f"remove them: {shown}")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One training folder, its share of the samples, and whether its held-out pairs
+    (``is_heldout``) stay out of training."""
+    root: Path
+    weight: float = 1.0
+    holdout: bool = False
+
+    @classmethod
+    def parse(cls, spec, holdout: bool = False) -> "DataSource":
+        """A ``DataSource`` from a path, ``"DIR=WEIGHT"``, or a mapping with ``root`` and the
+        optional ``weight`` and ``holdout`` (which defaults to ``holdout``)."""
+        if isinstance(spec, DataSource):
+            return spec
+        if isinstance(spec, dict):
+            unknown = set(spec) - {"root", "weight", "holdout"}
+            if "root" not in spec or unknown:
+                raise ValueError(f"a data entry needs 'root' and may have 'weight' and 'holdout'; "
+                                 f"got {sorted(spec)}")
+            root, weight = spec["root"], spec.get("weight", 1.0)
+            holdout = bool(spec.get("holdout", holdout))
+        else:
+            root, weight = str(spec), 1.0
+            head, sep, tail = root.rpartition("=")
+            if sep and head and not Path(root).exists():
+                try:
+                    root, weight = head, float(tail)
+                except ValueError:
+                    pass
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            raise ValueError(f"weight of training folder {root} must be a number, got {weight!r}") from None
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"weight of training folder {root} must be a positive number, got {weight}")
+        return cls(Path(root), weight, holdout)
+
+
 def _stable_seed(*parts) -> int:
     return zlib.crc32("/".join(map(str, parts)).encode())
 
@@ -103,12 +187,32 @@ class TrainCrops(torch.utils.data.Dataset):
     A sample is a pure function of (seed, epoch, image): index ``epoch * len(self) + i`` draws
     image ``i`` with epoch ``epoch``'s randomness, so a sampler picks fresh crops and coarse
     masks every epoch without any state in (possibly forked) worker processes.
+
+    ``root`` is one folder or several (``DataSource`` specs); the pairs of all of them are
+    numbered in order, ``groups`` holds each source's index range and ``weights`` its share of
+    the samples (normalised), for ``training.trainer.MixedStepBatches``.
+    ``identity_share`` of the coarse masks are near-identity (``perturb.near_identity_coarse``).
     """
 
-    def __init__(self, root: str | Path, crop: int = 224, coarse_mode: str = "mixed",
-                 scale_range=(0.75, 1.25), seed: int = 0, lowres_share: float = 0.25):
-        self.pairs = find_pairs(root)
-        self.lowres_share = lowres_share
+    def __init__(self, root, crop: int = 224, coarse_mode: str = "mixed",
+                 scale_range=(0.75, 1.25), seed: int = 0, lowres_share: float = 0.25,
+                 identity_share: float = 0.0):
+        specs = list(root) if isinstance(root, (list, tuple)) else [root]
+        if not specs:
+            raise DataError("no training folder given")
+        self.sources = [DataSource.parse(s) for s in specs]
+        self.pairs, self.groups = [], []
+        for source in self.sources:
+            pairs = find_pairs(source.root)
+            if source.holdout:
+                pairs = [p for p in pairs if not is_heldout(p.name)]
+                if not pairs:
+                    raise DataError(f"every pair in {source.root} is held out for validation")
+            self.groups.append(range(len(self.pairs), len(self.pairs) + len(pairs)))
+            self.pairs.extend(pairs)
+        total = sum(s.weight for s in self.sources)
+        self.weights = [s.weight / total for s in self.sources]
+        self.lowres_share, self.identity_share = lowres_share, identity_share
         self.crop, self.coarse_mode, self.scale_range, self.seed = crop, coarse_mode, scale_range, seed
         self.epoch = 0
 
@@ -125,7 +229,7 @@ class TrainCrops(torch.utils.data.Dataset):
             image, gt = image[:, ::-1], gt[:, ::-1]
         image = _colour_jitter(image, rng)
         coarse = synthesize_coarse(np.ascontiguousarray(gt), rng, self.coarse_mode,
-                                   self.lowres_share)
+                                   self.lowres_share, self.identity_share)
         to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a))
         return (to_t(image).permute(2, 0, 1).float() / 255,
                 to_t(coarse)[None].float(), to_t(gt)[None].float())
@@ -173,10 +277,17 @@ def _colour_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 class ValCases:
-    """Whole validation images with fixed (seeded) coarse masks, one mode at a time."""
+    """Whole validation images with fixed (seeded) coarse masks, one mode at a time.
 
-    def __init__(self, root: str | Path, mode: str = "perturb", seed: int = 0, limit: int | None = None):
-        self.pairs = find_pairs(root)[:limit]
+    ``heldout=True`` takes only the held-out pairs (``is_heldout``) of a training folder.
+    """
+
+    def __init__(self, root: str | Path, mode: str = "perturb", seed: int = 0, limit: int | None = None,
+                 heldout: bool = False):
+        pairs = find_pairs(root)
+        if heldout:
+            pairs = [p for p in pairs if is_heldout(p.name)]
+        self.pairs = pairs[:limit]
         self.mode, self.seed = mode, seed
 
     def __len__(self) -> int:

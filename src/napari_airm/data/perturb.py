@@ -1,12 +1,15 @@
 """Coarse-mask synthesis from ground truth, the way CascadePSP / CRM train.
 
-Two modes:
+Three modes (and a near-identity share that any of them can carry, ``identity_share``):
 
 * ``perturb``: draw a target IoU in [0.8, 1.0]; simplify the contour, cut out / add random
   polygons, then apply random local dilations / erosions (and boundary jitter) until the IoU
   target is reached — bounded iterations, all on the (small) crop with OpenCV, so a sample
   costs a few milliseconds.
 * ``lowres``: what a low-resolution segmenter gives: downscale ×8–16, upsample, threshold.
+* ``identity``: a mask that is already (nearly) right — the ground truth itself, its boundary
+  moved locally by at most 1–2 px, or a ×2–×4 down-up of it. A refiner must learn to give such a
+  mask back unchanged when the image gives no reason to move it (DESIGN §3, "do no harm").
 
 Every function takes a ``numpy.random.Generator`` so fixed validation masks are reproducible.
 """
@@ -93,13 +96,49 @@ def _jitter(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return soft + 0.25 * noise / (noise.std() + 1e-6) > 0.5
 
 
-def lowres_coarse(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """What a low-resolution model gives: downscale ×8–16, upsample bilinearly, threshold."""
+def down_up(gt: np.ndarray, factor: float) -> np.ndarray:
+    """Downscale by ``factor`` (area), upsample back bilinearly, threshold at ½."""
     h, w = gt.shape
-    factor = rng.uniform(8, 16)
     sh, sw = max(1, int(round(h / factor))), max(1, int(round(w / factor)))
     small = cv2.resize(gt.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
+
+
+def lowres_coarse(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a low-resolution model gives: downscale ×8–16, upsample bilinearly, threshold."""
+    return down_up(gt, rng.uniform(8, 16))
+
+
+def boundary_noise(gt: np.ndarray, rng: np.random.Generator, amplitude=(1.0, 2.0)) -> np.ndarray:
+    """The boundary moved in and out locally by at most ``amplitude[1]`` pixels.
+
+    A smooth random offset field in [-a, a] (a drawn from ``amplitude``) is added to the signed
+    distance to the boundary (±½ at the pixels on either side of it), and the sum thresholded at
+    0: only pixels within ``ceil(a - ½)`` px of the GT boundary can change.
+    """
+    gt = gt.astype(bool)
+    if not gt.any() or gt.all():
+        return gt.copy()
+    u8 = gt.astype(np.uint8)
+    inside = cv2.distanceTransform(u8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    outside = cv2.distanceTransform(1 - u8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    signed = np.where(gt, inside - 0.5, 0.5 - outside)
+    a = rng.uniform(*amplitude)
+    field = cv2.GaussianBlur(rng.standard_normal(gt.shape).astype(np.float32), (0, 0),
+                             rng.uniform(2.0, 6.0))
+    field *= a / (np.abs(field).max() + 1e-6)
+    return signed + field > 0
+
+
+def near_identity_coarse(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A coarse mask that is already (nearly) right, in equal thirds: the ground truth itself,
+    its boundary moved locally by 1–2 px (``boundary_noise``), or a ×2–×4 down-up."""
+    kind = int(rng.integers(3))
+    if kind == 0:
+        return gt.astype(bool).copy()
+    if kind == 1:
+        return boundary_noise(gt, rng)
+    return down_up(gt, rng.uniform(2, 4))
 
 
 def perturb_coarse(gt: np.ndarray, rng: np.random.Generator, iou_range=(0.8, 1.0),
@@ -125,15 +164,28 @@ def perturb_coarse(gt: np.ndarray, rng: np.random.Generator, iou_range=(0.8, 1.0
     return coarse
 
 
+MODES = ("perturb", "lowres", "mixed", "identity")
+
+
 def synthesize_coarse(gt: np.ndarray, rng: np.random.Generator, mode: str = "perturb",
-                      lowres_share: float = 0.25) -> np.ndarray:
-    """A coarse mask for ``gt``; ``mixed`` draws low-resolution ones with ``lowres_share``."""
+                      lowres_share: float = 0.25, identity_share: float = 0.0) -> np.ndarray:
+    """A coarse mask for ``gt``; ``mixed`` draws low-resolution ones with ``lowres_share``.
+
+    With ``identity_share`` > 0, that share of the masks (in any mode) is near-identity
+    (``near_identity_coarse``); at 0 no extra random number is drawn, so the masks are exactly
+    those of a mix without near-identity cases.
+    """
     if not 0.0 <= lowres_share <= 1.0:
         raise ValueError(f"lowres_share must lie in [0, 1], got {lowres_share}")
+    if not 0.0 <= identity_share <= 1.0:
+        raise ValueError(f"identity_share must lie in [0, 1], got {identity_share}")
+    if mode not in MODES:
+        raise ValueError(f"unknown coarse-mask mode {mode!r}; use 'perturb', 'lowres', 'mixed' "
+                         f"or 'identity'")
+    if mode == "identity" or (identity_share > 0 and rng.random() < identity_share):
+        return near_identity_coarse(gt, rng)
     if mode == "perturb":
         return perturb_coarse(gt, rng)
     if mode == "lowres":
         return lowres_coarse(gt, rng)
-    if mode == "mixed":
-        return lowres_coarse(gt, rng) if rng.random() < lowres_share else perturb_coarse(gt, rng)
-    raise ValueError(f"unknown coarse-mask mode {mode!r}; use 'perturb', 'lowres' or 'mixed'")
+    return lowres_coarse(gt, rng) if rng.random() < lowres_share else perturb_coarse(gt, rng)
