@@ -6,7 +6,11 @@ The model step uses the training recipe's forward (random encode scale, boundary
 window, all losses incl. affinity) on synthetic tensors, after ``--warmup`` untimed steps. The data
 time is what a loader worker spends per batch: decode JPEG/PNG, random scale + crop, flip, colour
 jitter, coarse-mask synthesis (``TrainCrops``), on the real DUTS-TR training folder if present.
-A ratio data/model above 1 / workers means training is data-bound.
+A ratio data/model above 1 / workers means training is data-bound. ``--data`` takes several
+folders (``DIR=WEIGHT``) to time a mix, ``--identity-share`` / ``--lowres-share`` a recipe's masks:
+
+    python benchmarks/bench_train_step.py --data ../shared/data/duts-tr/train=0.6 \
+        ../shared/data/extra/dsb2018_nuclei=0.4 --identity-share 0.3 --lowres-share 0.5
 """
 from __future__ import annotations
 
@@ -75,12 +79,19 @@ def time_model(args) -> list[float]:
 def time_data(args) -> list[float] | None:
     from napari_airm.data import TrainCrops
 
-    root = Path(args.data)
-    if not (root / "images").is_dir():
+    from napari_airm.data import DataSource
+
+    sources = [DataSource.parse(spec) for spec in args.data]
+    if not all((s.root / "images").is_dir() for s in sources):
         return None
-    dataset = TrainCrops(root, crop=args.size, coarse_mode=args.coarse_mode)
+    dataset = TrainCrops(sources, crop=args.size, coarse_mode=args.coarse_mode,
+                         lowres_share=args.lowres_share, identity_share=args.identity_share)
     rng = np.random.default_rng(0)
-    order = rng.permutation(len(dataset))
+    if len(dataset.groups) == 1:
+        order = rng.permutation(len(dataset))
+    else:  # as training draws them: a folder by its weight, then one of its images
+        folders = rng.choice(len(dataset.groups), size=args.data_batches * args.batch, p=dataset.weights)
+        order = np.array([rng.choice(dataset.groups[f]) for f in folders])
     times = []
     for b in range(args.data_batches):
         idx = order[b * args.batch:(b + 1) * args.batch]
@@ -106,9 +117,13 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=int, default=112, help="decode window (0: whole crop)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="images/ + masks/ folder")
+    p.add_argument("--data", nargs="+", default=[str(DEFAULT_DATA)], metavar="DIR[=W]",
+                   help="images/ + masks/ folder(s), each with an optional weight (a mix draws "
+                        "from each folder by its weight)")
     p.add_argument("--data-batches", type=int, default=None, help="timed data batches (default --steps)")
     p.add_argument("--coarse-mode", default="mixed")
+    p.add_argument("--lowres-share", type=float, default=0.25)
+    p.add_argument("--identity-share", type=float, default=0.0, help="near-identity coarse masks")
     args = p.parse_args(argv)
     args.window = args.window or None
     args.data_batches = args.data_batches or args.steps
@@ -124,7 +139,7 @@ def main(argv=None) -> int:
 
     data_times = time_data(args)
     if data_times is None:
-        print(f"data pipeline: skipped ({args.data} not found)")
+        print(f"data pipeline: skipped ({' '.join(args.data)} not found)")
         return 0
     data_mean = statistics.mean(data_times)
     print(f"data per batch (1 process, decode+scale+crop+jitter+coarse): {describe(data_times)}")

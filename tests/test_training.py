@@ -3,19 +3,26 @@ cancellation, fine-tuning from a model folder."""
 from __future__ import annotations
 
 import csv
+import json
 import math
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
+from napari_airm.data import DataError
 from napari_airm.model import build_model, load_model, save_model
 from napari_airm.training import TrainConfig, TrainingCancelled, train
 from napari_airm.training import trainer as trainer_module
 from napari_airm.training.checkpoint import has_checkpoint, load_checkpoint
 from napari_airm.training.trainer import StepBatches
+
+from conftest import make_disc_dataset
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -261,3 +268,152 @@ def test_average_refuses_models_of_different_architectures(tmp_path):
     with pytest.raises(ValueError, match="another architecture"):
         average_models([a, b], tmp_path / "avg")
     assert not (tmp_path / "avg").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# several training folders with weights
+# --------------------------------------------------------------------------------------------
+def test_mixed_step_batches_draw_each_folder_by_weight_and_resume_exactly():
+    from napari_airm.training.trainer import MixedStepBatches
+
+    groups, weights = [range(0, 10), range(10, 13), range(13, 20)], [0.6, 0.1, 0.3]
+    sampler = MixedStepBatches(groups, weights, batch_size=8, seed=3, start_step=0, max_steps=300)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 300 and all(len(b) == 8 for b in batches)
+    n = 20
+    images = np.array([i % n for b in batches for i in b])
+    which = np.searchsorted([10, 13, 20], images, side="right")
+    share = np.bincount(which, minlength=3) / len(images)
+    np.testing.assert_allclose(share, weights, atol=0.03)  # every folder, at its weight
+    # within a folder each image is used once per epoch of that folder (index = epoch * n + i)
+    small = [i for b in batches for i in b if 10 <= i % n < 13]
+    for e in range(len(small) // 3):
+        assert sorted(small[3 * e:3 * e + 3]) == [e * n + 10, e * n + 11, e * n + 12]
+    # a pure function of (seed, step): resuming at step 123 gives exactly the rest
+    assert list(MixedStepBatches(groups, weights, 8, 3, 123, 300)) == batches[123:]
+    assert list(MixedStepBatches(groups, weights, 8, 4, 0, 5)) != batches[:5]
+
+
+def test_training_from_several_folders_draws_from_each_and_skips_held_out_pairs(tmp_path, monkeypatch):
+    a = make_disc_dataset(tmp_path / "a", n=4, size=64, seed=1)
+    b = make_disc_dataset(tmp_path / "b", n=12, size=64, seed=2)  # img05, img07 are held out
+    seen = []
+    real_getitem = trainer_module.TrainCrops.__getitem__
+
+    def recording_getitem(self, index):
+        seen.append(self.pairs[int(index) % len(self.pairs)].image)
+        return real_getitem(self, index)
+
+    monkeypatch.setattr(trainer_module.TrainCrops, "__getitem__", recording_getitem)
+    cfg = tiny_config(max_steps=12, batch_size=4, identity_share=0.3,
+                      data=[{"root": str(a), "weight": 0.5},
+                            {"root": str(b), "weight": 0.5, "holdout": True}])
+    train(cfg, None, tmp_path / "out", progress=False, device="cpu")  # None: the config's folders
+    folders = [p.parent.parent for p in seen]
+    assert len(seen) == 48 and folders.count(a) >= 10 and folders.count(b) >= 10
+    assert not {p.stem for p in seen if p.parent.parent == b} & {"img05", "img07"}
+    saved = TrainConfig.load(tmp_path / "out" / "train_config.yaml")
+    assert saved.identity_share == 0.3
+    assert saved.data == [{"root": str(a), "weight": 0.5, "holdout": False},
+                          {"root": str(b), "weight": 0.5, "holdout": True}]
+
+
+def test_the_safe_recipe_mixes_near_identity_masks_and_the_extra_domains():
+    from napari_airm.training import config as config_module
+
+    cfg = TrainConfig.load(Path(config_module.__file__).parent / "recipes" / "cpu-finetune-stage7-safe.yaml")
+    assert 0.25 <= cfg.identity_share <= 0.3
+    sources = cfg.sources()
+    extra = [s for s in sources if "extra" in s.root.parts]
+    assert len(extra) == 4 and all(s.holdout for s in extra)
+    assert sum(s.weight for s in extra) / sum(s.weight for s in sources) == pytest.approx(0.4)
+    assert "identity" in cfg.val_modes
+    assert TrainConfig().identity_share == 0.0  # recipes that do not opt in keep their masks
+
+
+# --------------------------------------------------------------------------------------------
+# bad training data is found before the first step (issue 15, item 8)
+# --------------------------------------------------------------------------------------------
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 3 // 4])
+
+
+def test_a_broken_training_file_stops_the_run_before_its_first_step(disc_dataset, tmp_path, monkeypatch):
+    _truncate(disc_dataset / "masks" / "img04.png")
+    steps = []
+    monkeypatch.setattr(trainer_module, "training_forward",
+                        lambda *a, **k: steps.append(1))  # must never be reached
+    with pytest.raises(DataError, match=r"1 of 6 training pairs cannot be used.*img04\.png"):
+        run(disc_dataset, tmp_path / "out")
+    assert not steps and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fault", ["empty", "corrupt", "no-masks", "mode"])
+def test_an_unusable_validation_folder_stops_the_run_before_its_first_step(disc_dataset, tmp_path,
+                                                                           monkeypatch, fault):
+    val = make_disc_dataset(tmp_path / "val", n=3, size=64)
+    overrides = {}
+    if fault == "empty":
+        for p in (val / "images").iterdir():
+            p.unlink()
+        match = "validation folder unusable: no images"
+    elif fault == "corrupt":
+        _truncate(val / "images" / "img01.jpg")
+        match = r"1 of 3 validation pairs cannot be used.*img01\.jpg"
+    elif fault == "no-masks":
+        for p in (val / "masks").iterdir():
+            p.unlink()
+        match = "validation folder unusable: no image in .* has a matching mask"
+    else:
+        overrides["val_modes"] = ["perturb", "lowress"]
+        match = r"unknown val_modes \['lowress'\]"
+    steps = []
+    monkeypatch.setattr(trainer_module, "training_forward", lambda *a, **k: steps.append(1))
+    with pytest.raises(ValueError, match=match), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run(disc_dataset, tmp_path / "out", val=val, val_every=2, **overrides)
+    assert not steps and not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# resume after a kill in the final validation (issue 15, item 9)
+# --------------------------------------------------------------------------------------------
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing after it runs (not even the final model)."""
+
+
+def test_resume_after_a_kill_in_the_final_validation_validates_it(disc_dataset, tmp_path, monkeypatch):
+    real_validate = trainer_module.validate
+    calls = []
+
+    def killed_in_the_last(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the final validation, at step 4
+            raise Killed()
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "validate", killed_in_the_last)
+    opts = dict(val=disc_dataset, val_every=2, val_limit=2, val_modes=["perturb"])
+    with pytest.raises(Killed):
+        run(disc_dataset, tmp_path / "out", **opts)
+    out = tmp_path / "out"
+    assert not (out / "model").exists() and (out / "model-step2").is_dir()
+    monkeypatch.setattr(trainer_module, "validate", real_validate)
+
+    result = run(disc_dataset, out, resume=True, **opts)
+    assert result.steps == 4 and result.last_val is not None and result.last_val["step"] == 4
+    records = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    meta = yaml.safe_load((result.model_dir / "config.yaml").read_text())["metadata"]
+    assert meta["val"]["step"] == 4 and "perturb" in meta["val"]
+    assert (out / "model-step4").is_dir()
+
+
+def test_a_run_without_validation_says_so(disc_dataset, tmp_path, capsys):
+    result = run(disc_dataset, tmp_path / "out", max_steps=2)
+    assert result.last_val is None
+    meta = yaml.safe_load((result.model_dir / "config.yaml").read_text())["metadata"]
+    assert meta["val"] is None and meta["val_note"] == "no validation folder was given"
+    assert "no validation result (no validation folder was given)" in capsys.readouterr().out
+

@@ -36,9 +36,18 @@ class TrainConfig:
     model: Any = "airm-b0"  # preset name or a dict of AIRMConfig fields
     seed: int = 0
     # data
+    # training folders: paths, "DIR=WEIGHT", or {root, weight, holdout}; weight = share of the
+    # samples (normalised), holdout: true = leave out the pairs data.is_heldout picks (for sets
+    # without a validation folder). The CLI's --data (train()'s data) replaces this list;
+    # relative roots are relative to the working directory.
+    data: list[Any] = field(default_factory=list)
+    check_data: bool = True  # decode every training/validation file before the first step
     crop: int = 224
     coarse_mode: str = "mixed"  # perturb | lowres | mixed
     lowres_share: float = 0.25  # share of low-resolution coarse masks in "mixed"
+    # share of near-identity coarse masks (GT itself, 1-2 px boundary noise, x2-x4 down-up) in
+    # any mode; 0 keeps a recipe's masks exactly as they were before this option existed
+    identity_share: float = 0.0
     scale_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
     workers: int = 1
     # optimisation
@@ -63,6 +72,25 @@ class TrainConfig:
     val_every: int = 1000
     val_limit: int | None = 100
     val_modes: list[str] = field(default_factory=lambda: ["perturb", "lowres"])
+
+    def __post_init__(self):
+        for name in ("lowres_share", "identity_share"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"training config: {name} must be a number in [0, 1], got {value!r}")
+        if not isinstance(self.data, list):
+            self.data = [self.data]
+
+    def sources(self, data=None):
+        """The training folders as ``DataSource``s: ``data`` (one spec or a list) if given,
+        else the config's ``data`` list."""
+        from ..data import DataSource
+
+        specs = data if data is not None else self.data
+        specs = list(specs) if isinstance(specs, (list, tuple)) else [specs]
+        if not specs:
+            raise ValueError("no training data: give --data DIR (or a 'data:' list in the config)")
+        return [DataSource.parse(s) for s in specs]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data import TrainCrops, ValCases
+from ..data import DataError, TrainCrops, ValCases, check_pairs
+from ..data.perturb import MODES
 from ..losses import LossWeights
 from ..metrics import SegmentationScores
 from ..model import AIRM, build_model, load_model, save_model
@@ -48,6 +50,55 @@ class StepBatches(torch.utils.data.Sampler):
                 g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
                 perm, perm_epoch = torch.randperm(self.n, generator=g), epoch
             yield [epoch * self.n + i for i in perm[k * self.bs:(k + 1) * self.bs].tolist()]
+
+
+class MixedStepBatches(torch.utils.data.Sampler):
+    """Batches drawn from several groups of images (``TrainCrops.groups``) with ``weights``,
+    as a pure function of (seed, step) like ``StepBatches``.
+
+    Each slot of step s picks its group from a generator seeded with (seed, s); within a group
+    the k-th draw takes image ``perm_e[k mod n]`` of that group's permutation for its epoch
+    e = k // n, so every image of a group is used once per epoch of the group. Resuming at a
+    step replays the group choices before it (a fraction of a second for 45k steps) and
+    continues exactly.
+    """
+
+    def __init__(self, groups, weights, batch_size: int, seed: int, start_step: int, max_steps: int):
+        self.groups = [range(g.start, g.stop) for g in groups]
+        if any(len(g) == 0 for g in self.groups):
+            raise ValueError("every training folder needs at least one pair")
+        self.p = np.asarray(weights, float) / np.sum(weights)
+        self.n = sum(len(g) for g in self.groups)
+        self.bs, self.seed, self.start, self.stop = batch_size, seed, start_step, max_steps
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def choices(self, step: int) -> np.ndarray:
+        """The group of each slot of ``step``."""
+        rng = np.random.default_rng([self.seed, 7_368_787, step])
+        return rng.choice(len(self.groups), size=self.bs, p=self.p)
+
+    def _perm(self, group: int, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 131 + group)
+        return torch.randperm(len(self.groups[group]), generator=g).tolist()
+
+    def __iter__(self):
+        counts = np.zeros(len(self.groups), np.int64)
+        for step in range(self.start):
+            counts += np.bincount(self.choices(step), minlength=len(self.groups))
+        perms: dict[tuple[int, int], list[int]] = {}
+        for step in range(self.start, self.stop):
+            batch = []
+            for group in self.choices(step).tolist():
+                size = len(self.groups[group])
+                epoch, k = divmod(int(counts[group]), size)
+                counts[group] += 1
+                if (group, epoch) not in perms:
+                    perms = {key: v for key, v in perms.items() if key[0] != group}
+                    perms[(group, epoch)] = self._perm(group, epoch)
+                batch.append(epoch * self.n + self.groups[group].start + perms[(group, epoch)][k])
+            yield batch
 
 
 @dataclass
@@ -98,12 +149,17 @@ def validate(model: AIRM, val_root: str | Path, modes, limit: int | None, device
     return report
 
 
-def train(config: TrainConfig | str | Path, data: str | Path, out: str | Path, *,
+def train(config: TrainConfig | str | Path, data, out: str | Path, *,
           val: str | Path | None = None, resume: bool = False, init: str | Path | None = None,
           max_steps: int | None = None, device: str | None = None, progress: bool = True,
           should_stop: Callable[[], bool] | None = None,
           on_step: Callable[[int, int, dict], None] | None = None) -> TrainResult:
-    """Train (or fine-tune with ``init``) and write ``out/model`` (config + safetensors)."""
+    """Train (or fine-tune with ``init``) and write ``out/model`` (config + safetensors).
+
+    ``data`` is one training folder or a list of them (paths, ``"DIR=WEIGHT"`` or
+    ``{root, weight, holdout}``, see ``data.DataSource``); ``None`` takes the config's ``data``.
+    Every training and validation file is decoded before the first step (``check_data``).
+    """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.load(config)
     if max_steps is not None:
         cfg.max_steps = int(max_steps)
@@ -115,9 +171,12 @@ def train(config: TrainConfig | str | Path, data: str | Path, out: str | Path, *
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed)
 
-    dataset = TrainCrops(data, crop=cfg.crop, coarse_mode=cfg.coarse_mode,
+    sources = cfg.sources(data)
+    cfg.data = [{"root": str(s.root), "weight": s.weight, "holdout": s.holdout} for s in sources]
+    dataset = TrainCrops(sources, crop=cfg.crop, coarse_mode=cfg.coarse_mode,
                          scale_range=tuple(cfg.scale_range), seed=cfg.seed,
-                         lowres_share=cfg.lowres_share)
+                         lowres_share=cfg.lowres_share, identity_share=cfg.identity_share)
+    _check_data(dataset, val, cfg, progress)
     if init is not None:
         model = start_from(load_model(init), cfg.model)
         cfg.model = model.cfg.to_dict()
@@ -136,17 +195,47 @@ def train(config: TrainConfig | str | Path, data: str | Path, out: str | Path, *
     cfg.save(out / "train_config.yaml")
 
     weights = LossWeights(**cfg.loss)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.max_steps),
-        num_workers=cfg.workers, persistent_workers=False)
+    if len(dataset.groups) == 1:
+        sampler = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.max_steps)
+    else:
+        sampler = MixedStepBatches(dataset.groups, dataset.weights, cfg.batch_size, cfg.seed, start,
+                                   cfg.max_steps)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
+                                         persistent_workers=False)
     log_path = out / "log.csv"
     _truncate_log(log_path, start)
+    val_path = out / "val.jsonl"
+    records = _truncate_val(val_path, start)
+    last_val = records[-1] if records else None
+
+    def run_validation(at: int) -> dict:
+        report = {"step": at, **validate(model, val, cfg.val_modes, cfg.val_limit, device)}
+        with open(val_path, "a") as f:
+            f.write(json.dumps(report) + "\n")
+        save_model(model, out / f"model-step{at}", train_config=cfg.to_dict(),
+                   metadata={"steps": at, "val": report})
+        return report
+
+    def is_val_step(at: int) -> bool:
+        return bool(val is not None and cfg.val_every and (at % cfg.val_every == 0 or at == cfg.max_steps))
+
+    if start > 0 and is_val_step(start) and (last_val is None or last_val["step"] != start):
+        # the run was stopped during this step's validation (e.g. killed in the final one):
+        # do it now, so a resumed run never ends with a missing validation
+        print(f"step {start}: its validation did not finish before the run stopped; running it now",
+              flush=True)
+        last_val = run_validation(start)
+        print(_format_val(last_val), flush=True)
+    elif start > 0 and last_val is not None and last_val["step"] == start \
+            and not (out / f"model-step{start}" / "config.yaml").is_file():  # killed before the snapshot
+        save_model(model, out / f"model-step{start}", train_config=cfg.to_dict(),
+                   metadata={"steps": start, "val": last_val})
+
     log_file = open(log_path, "a", newline="")
     log = csv.writer(log_file)
     if log_path.stat().st_size == 0:
         log.writerow(["step", "lr", "total", "airmf", "l1", "l2", "bce", "grad", "aff", "sec_per_step",
                       "data_sec"])
-    last_val = None
     bad_steps = 0
     step = start
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not progress, desc="train", unit="step")
@@ -192,20 +281,65 @@ def train(config: TrainConfig | str | Path, data: str | Path, out: str | Path, *
                 on_step(step, cfg.max_steps, {k: v.item() for k, v in parts.items()})
             if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
                 save_checkpoint(ckpt_dir, model, optimizer, step)
-            if val is not None and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.max_steps):
-                last_val = {"step": step, **validate(model, val, cfg.val_modes, cfg.val_limit, device)}
-                with open(out / "val.jsonl", "a") as f:
-                    f.write(json.dumps(last_val) + "\n")
-                save_model(model, out / f"model-step{step}", train_config=cfg.to_dict(),
-                           metadata={"steps": step, "val": last_val})
+            if is_val_step(step):
+                last_val = run_validation(step)
                 bar.write(_format_val(last_val))
             t_data = time.perf_counter()
     finally:
         bar.close()
         log_file.close()
-    model_dir = save_model(model.eval(), out / "model", train_config=cfg.to_dict(),
-                           metadata={"steps": step, "val": last_val})
+    metadata = {"steps": step, "val": last_val}
+    if last_val is None:
+        why = ("no validation folder was given" if val is None else
+               "val_every is 0" if not cfg.val_every else "no validation step was reached")
+        metadata["val_note"] = why
+        print(f"note: the model has no validation result ({why})", flush=True)
+    model_dir = save_model(model.eval(), out / "model", train_config=cfg.to_dict(), metadata=metadata)
     return TrainResult(out, model_dir, step, last_val)
+
+
+def _check_data(dataset: TrainCrops, val, cfg: TrainConfig, progress: bool) -> None:
+    """Everything the run will read, checked before its first step (one clear error)."""
+    bad_modes = [m for m in cfg.val_modes if m not in MODES]
+    if bad_modes:
+        raise ValueError(f"training config: unknown val_modes {bad_modes}; use {list(MODES)}")
+    if cfg.coarse_mode not in MODES:
+        raise ValueError(f"training config: unknown coarse_mode {cfg.coarse_mode!r}; use {list(MODES)}")
+    val_pairs = []
+    if val is not None and cfg.val_every:
+        try:
+            val_pairs = ValCases(val, limit=cfg.val_limit).pairs
+        except DataError as exc:
+            raise DataError(f"validation folder unusable: {exc}") from None
+    t0 = time.perf_counter()
+    if cfg.check_data:
+        check_pairs(dataset.pairs, "training")
+        if val_pairs:
+            check_pairs(val_pairs, "validation")
+    if progress or len(dataset.sources) > 1:
+        parts = [f"{s.root}: {len(g)} pairs" + (" (held-out tenth left out)" if s.holdout else "")
+                 + (f", {100 * w:.0f} % of samples" if len(dataset.sources) > 1 else "")
+                 for s, g, w in zip(dataset.sources, dataset.groups, dataset.weights)]
+        checked = (f"every file decoded in {time.perf_counter() - t0:.0f} s" if cfg.check_data
+                   else "files not decoded in advance (check_data: false)")
+        print(f"training data: {'; '.join(parts)}; {len(val_pairs)} validation pairs; {checked}",
+              flush=True)
+
+
+def _truncate_val(path: Path, step: int) -> list[dict]:
+    """Validation records up to ``step`` (a resumed run replays and revalidates later steps)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            records.append(record)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
 
 
 def _truncate_log(path: Path, step: int) -> None:
