@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -131,30 +132,11 @@ def format_per_image(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _check_json_target(path: str | os.PathLike, overwrite: bool, inputs=()) -> Path:
-    """Refuse a --json FILE that would replace one of the command's inputs (ever) or an
-    existing file (without --overwrite); checked before any work is done."""
-    from . import io_utils
-
+def _write_json(path: str | os.PathLike, data) -> None:
     path = Path(path)
-    for p in inputs:
-        p = Path(p)
-        if p.exists() and path.exists() and os.path.samefile(p, path) or \
-                path.resolve() == p.resolve():
-            raise CLIError(f"--json {path} is one of the inputs; choose another file for the report")
-    io_utils.check_replaceable(path)
-    if path.exists() and not overwrite:
-        raise CLIError(f"{path} already exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise CLIError(f"folder {path.parent} for --json {path.name} does not exist")
-    return path
-
-
-def _write_json(path: str | os.PathLike, data, overwrite: bool = False) -> None:
-    from . import io_utils
-
-    with io_utils.atomic_output(path, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
 
 
 def _json_default(obj):
@@ -170,31 +152,16 @@ def _json_default(obj):
 # ----------------------------------------------------------------------------- refine
 
 
-def _reach(text: str):
-    """--reach: 'auto', 'none' or a whole number of pixels >= 1."""
-    if text in ("auto", "none"):
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"reach must be 'auto', 'none' or a whole number of pixels >= 1, not {text!r}")
-    return value
-
-
-def _engine_options(args):
+def _engine_options(args) -> dict:
     """The engine settings every refining command shares (the ``engine`` parent parser)."""
-    from .engine.settings import RefineSettings
-
-    reach = None if args.reach == "none" else args.reach
-    return RefineSettings(reach=reach, solve=not args.no_solve, tile=args.tile, dense=args.dense,
-                          passes=args.passes, flips=args.flips, snap=args.snap)
+    return dict(tile=args.tile, dense=args.dense, passes=args.passes, flips=args.flips,
+                snap=args.snap)
 
 
-def refine_file(image_path, mask_path, output, settings=None, *, model=None, device=None,
-                overwrite: bool = False, labels="all", threshold: float | None = None,
-                quiet: bool = True) -> dict:
+def refine_file(image_path, mask_path, output, *, model=None, device=None, tile: int = 1024,
+                dense: bool = False, overwrite: bool = False, labels="all",
+                threshold: float | None = None, quiet: bool = True, passes: int = 1,
+                flips: int = 1, snap: bool = False) -> dict:
     """Refine one image/mask file pair into ``output`` (.png, .tif or .zarr), atomically.
 
     Lazy inputs (zarr stores, large TIFFs) are read tile by tile; a .zarr output is written
@@ -203,8 +170,6 @@ def refine_file(image_path, mask_path, output, settings=None, *, model=None, dev
     from . import io_utils
     from .api import refine
 
-    for note in io_utils.clean_leftovers(output):
-        print(f"note: {note}", file=sys.stderr)
     out_path = io_utils.check_output_path(output, overwrite)
     image = io_utils.read_image(image_path)
     coarse, kind = io_utils.read_mask(mask_path, threshold=threshold)
@@ -217,11 +182,8 @@ def refine_file(image_path, mask_path, output, settings=None, *, model=None, dev
     out_dtype = io_utils.output_dtype(kind, coarse.dtype)
     suffix = io_utils.suffix_of(out_path)
     progress, close = _progress("refine", quiet)
-    from .api import as_settings
-
-    settings = as_settings(settings)
-    tile = settings.tile
-    kwargs = dict(settings=settings, model=model, device=device, progress=progress)
+    kwargs = dict(model=model, device=device, tile=tile, dense=dense, progress=progress, passes=passes,
+                  flips=flips, snap=snap)
     if kind == "labels":
         kwargs["labels"] = labels
     t0 = time.perf_counter()
@@ -231,7 +193,7 @@ def refine_file(image_path, mask_path, output, settings=None, *, model=None, dev
                 out = io_utils.create_zarr(tmp, (h, w), out_dtype, tile)
                 refine(image, coarse, out=out, **kwargs)
             elif suffix in io_utils.TIFF_SUFFIXES and h * w > io_utils.MEMMAP_PIXELS:
-                with io_utils.work_folder(tmp) as td:
+                with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".napari-airm-") as td:
                     out = io_utils.create_memmap(td, (h, w), out_dtype)
                     refine(image, coarse, out=out, **kwargs)
                     io_utils.write_mask(tmp, out, kind, tile=tile)
@@ -249,7 +211,7 @@ def cmd_refine(args) -> int:
     summary = refine_file(args.image, args.mask, args.output, model=_check_model(args.model),
                           device=args.device, overwrite=args.overwrite,
                           labels=_parse_labels(args.labels), threshold=args.threshold,
-                          quiet=args.quiet, settings=_engine_options(args))
+                          quiet=args.quiet, **_engine_options(args))
     print(f"wrote {summary['output']} ({summary['height']}x{summary['width']} {summary['kind']} mask) "
           f"in {summary['seconds']:.1f} s")
     return 0
@@ -267,12 +229,6 @@ def cmd_demo(args) -> int:
 
     h, w = _parse_size(args.size)
     out_dir = Path(args.output)
-    files = {"refined": out_dir / "refined.png", "coarse": out_dir / "coarse.png",
-             "ground_truth": out_dir / "ground_truth.png", "image": out_dir / "image.jpg"}
-    replaceable = _check_demo_outputs(out_dir, list(files.values()), args.overwrite)
-    if args.json:
-        _check_json_target(args.json, args.overwrite or Path(args.json) in replaceable,
-                           inputs=list(files.values()))
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     t0 = time.perf_counter()
@@ -284,20 +240,21 @@ def cmd_demo(args) -> int:
     progress, close = _progress("refine", args.quiet)
     t0 = time.perf_counter()
     try:
-        refined = refine(image, coarse, _engine_options(args), model=model, device=str(device),
-                         progress=progress)
+        refined = refine(image, coarse, model=model, device=str(device), progress=progress,
+                         **_engine_options(args))
     finally:
         close()
     t_refine = time.perf_counter() - t0
     refined = np.asarray(refined).astype(bool, copy=False)
     report = evaluate(refined, gt, coarse=coarse, names=["sample"])
 
+    files = {"refined": out_dir / "refined.png", "coarse": out_dir / "coarse.png",
+             "ground_truth": out_dir / "ground_truth.png", "image": out_dir / "image.jpg"}
     for key, arr in (("refined", refined), ("coarse", coarse), ("ground_truth", gt)):
         with io_utils.atomic_output(files[key], overwrite=True) as tmp:
             io_utils.write_mask(tmp, arr, "binary")
     with io_utils.atomic_output(files["image"], overwrite=True) as tmp:
         io_utils.write_image(tmp, image)
-    written = list(files.values())
 
     model_name = f"model {args.model}" if args.model else "the bundled default model"
     print(f"napari-airm demo: procedural {h}x{w} sample (seed {args.seed}), {model_name}, "
@@ -312,53 +269,8 @@ def cmd_demo(args) -> int:
     if args.json:
         _write_json(args.json, {**report, "size": [h, w], "seed": args.seed, "device": str(device),
                                 "seconds": {"refine": t_refine, "model_load": t_model,
-                                            "sample": t_sample}}, overwrite=True)
-        written.append(Path(args.json))
-    _record_demo_outputs(out_dir, written)
+                                            "sample": t_sample}})
     return 0
-
-
-# The demo remembers the files it wrote (size and time) in its folder, so that running it again
-# replaces its own results but never a file of the user's without --overwrite.
-DEMO_RECORD = ".napari-airm-demo.json"
-
-
-def _file_stamp(path: Path):
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
-def _check_demo_outputs(out_dir: Path, targets: list[Path], overwrite: bool) -> set[Path]:
-    """The targets the demo may replace: its own earlier results; any other existing file is
-    refused unless ``overwrite``."""
-    from . import io_utils
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CLIError(f"{out_dir} is a file, not a folder for the demo's results")
-    try:
-        record = json.loads((out_dir / DEMO_RECORD).read_text())
-        record = record if isinstance(record, dict) else {}
-    except (OSError, ValueError):
-        record = {}
-    ours: set[Path] = set()
-    for path in targets:
-        io_utils.check_replaceable(path)
-        if not path.exists():
-            continue
-        if path.is_file() and record.get(str(path.resolve())) == _file_stamp(path):
-            ours.add(path)
-        elif not overwrite:
-            raise CLIError(f"{path} already exists and was not written by the demo; pass "
-                           f"--overwrite to replace it, or choose another folder with -o")
-    return ours
-
-
-def _record_demo_outputs(out_dir: Path, written: list[Path]) -> None:
-    record = {str(p.resolve()): _file_stamp(p) for p in written if p.is_file()}
-    try:
-        (out_dir / DEMO_RECORD).write_text(json.dumps(record, indent=1) + "\n")
-    except OSError:  # only a convenience for the next run
-        pass
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -387,9 +299,6 @@ def cmd_evaluate(args) -> int:
             raise CLIError(f"no coarse mask for {len(lacking)} prediction(s) in {args.coarse} "
                            f"(first: {', '.join(lacking[:3])})")
         coarse_paths = [by_name[n] for n in names]
-    if args.json:
-        inputs = [p for _, p, g in pairs] + [g for _, p, g in pairs] + list(coarse_paths or [])
-        _check_json_target(args.json, args.overwrite, inputs)
     if missing:
         print(f"note: {len(missing)} file(s) without a partner were left out "
               f"(first: {', '.join(missing[:3])})", file=sys.stderr)
@@ -410,7 +319,7 @@ def cmd_evaluate(args) -> int:
         print()
         print(format_per_image(report))
     if args.json:
-        _write_json(args.json, report, overwrite=args.overwrite)
+        _write_json(args.json, report)
         print(f"\nwrote {args.json}")
     return 0
 
@@ -423,13 +332,6 @@ def _resolve_config(text: str) -> Path:
     if p.is_dir():
         p = p / "config.yaml"
     if p.is_file():
-        try:
-            p.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise CLIError(f"training config {p} is not a text (UTF-8) file; give a YAML file, "
-                           f"a model folder or a bundled recipe name") from None
-        except OSError as exc:
-            raise CLIError(f"cannot read training config {p}: {exc}") from exc
         return p
     recipes = Path(__file__).resolve().parent / "training" / "recipes"
     candidate = recipes / f"{text}.yaml"
@@ -520,8 +422,8 @@ def cmd_refine_many(args) -> int:
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    outputs = refine_many(pairs, out_dir, _engine_options(args), model=_check_model(args.model),
-                          scheduler=args.scheduler, device=args.device)
+    outputs = refine_many(pairs, out_dir, model=_check_model(args.model), scheduler=args.scheduler,
+                          device=args.device, **_engine_options(args))
     for p in outputs:
         print(p)
     print(f"refined {len(outputs)} of {len(pairs)} image(s) into {out_dir} in "
@@ -559,13 +461,6 @@ def build_parser() -> argparse.ArgumentParser:
     engine = argparse.ArgumentParser(add_help=False)
     engine.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
     engine.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
-    engine.add_argument("--reach", type=_reach, default="auto", metavar="PX",
-                        help="how far the boundary may move from the given one, in pixels; "
-                             "outside it the given mask stands exactly ('auto': a share of the "
-                             "image size, at most half the local thickness of each object; "
-                             "'none': no limit, the network alone decides)")
-    engine.add_argument("--no-solve", action="store_true",
-                        help="threshold the network instead of the full-resolution boundary solve")
     engine.add_argument("--tile", type=_positive_int, default=1024, metavar="N",
                         help="tile side in pixels (memory bound; default 1024)")
     engine.add_argument("--dense", action="store_true",
@@ -599,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--labels", default="all", metavar="IDS",
                    help="label ids to refine, e.g. 1,4 (default: all)")
-    p.add_argument("--threshold", type=_finite_float, metavar="T",
+    p.add_argument("--threshold", type=float, metavar="T",
                    help="binarise the mask at T (foreground where value > T), e.g. for soft masks")
     p.set_defaults(func=cmd_refine)
 
@@ -613,8 +508,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=DEFAULT_DEMO_DIR, metavar="DIR",
                    help=f"folder for the results (default ./{DEFAULT_DEMO_DIR})")
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace files in DIR that an earlier demo run did not write")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("evaluate", parents=[common], help="IoU and mBA of predictions against ground truth",
@@ -626,7 +519,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gt", metavar="GT", help="ground-truth mask file or folder")
     p.add_argument("--coarse", metavar="C", help="coarse masks (file or folder) to report the gain")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json FILE")
     p.add_argument("--no-per-image", action="store_true", help="print only the overall table")
     p.set_defaults(func=cmd_evaluate)
 
@@ -683,16 +575,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
     p.set_defaults(func=cmd_bench)
     return parser
-
-
-def _finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return v
 
 
 def _positive_int(text: str) -> int:
