@@ -417,3 +417,75 @@ def test_a_run_without_validation_says_so(disc_dataset, tmp_path, capsys):
     assert meta["val"] is None and meta["val_note"] == "no validation folder was given"
     assert "no validation result (no validation folder was given)" in capsys.readouterr().out
 
+
+# --------------------------------------------------------------------------------------------
+# atomic checkpoints (issue 15, item 10)
+# --------------------------------------------------------------------------------------------
+def test_a_checkpoint_is_one_file_replaced_by_one_rename(tmp_path, monkeypatch):
+    from napari_airm.training import checkpoint as ckpt
+
+    model = build_model("airm-b0")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for p in model.parameters():  # one step, so the optimiser has moments to save
+        p.grad = torch.ones_like(p)
+    opt.step()
+    d = tmp_path / "ckpt"
+    ckpt.save_checkpoint(d, model, opt, 10)
+    assert sorted(p.name for p in d.iterdir()) == ["state.safetensors"]
+    assert ckpt.read_checkpoint_meta(d)["step"] == 10
+
+    # a crash at the rename of the next save: the previous checkpoint stands, whole
+    before = load_file(str(d / "state.safetensors"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    renames = []
+
+    def crash(src, dst):
+        renames.append(dst)
+        raise Killed()
+
+    monkeypatch.setattr(ckpt.os, "replace", crash)
+    with pytest.raises(Killed):
+        ckpt.save_checkpoint(d, model, opt, 20)
+    assert len(renames) == 1  # one rename makes a checkpoint current; nothing else is renamed
+    monkeypatch.undo()
+    assert ckpt.read_checkpoint_meta(d)["step"] == 10
+    after = load_file(str(d / "state.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # the next save completes, and its tensors carry their own step
+    ckpt.save_checkpoint(d, model, opt, 20)
+    fresh = build_model("airm-b0")
+    assert ckpt.load_checkpoint(d, fresh, None)["step"] == 20
+    torch.testing.assert_close(next(fresh.parameters()), next(model.parameters()))
+
+
+def test_a_stale_state_json_cannot_pair_with_newer_tensors(tmp_path):
+    from napari_airm.training import checkpoint as ckpt
+
+    model = build_model("airm-b0")
+    opt = torch.optim.Adam(model.parameters())
+    d = tmp_path / "ckpt"
+    ckpt.save_checkpoint(d, model, opt, 30)
+    (d / "state.json").write_text(json.dumps({"step": 7, "param_groups": [], "extra": {}}))
+    assert ckpt.read_checkpoint_meta(d)["step"] == 30  # the tensors' own step wins
+
+
+def test_checkpoints_of_the_older_two_file_layout_still_load(tmp_path):
+    from safetensors.torch import save_file
+
+    from napari_airm.training import checkpoint as ckpt
+
+    model = build_model("airm-b0")
+    opt = torch.optim.Adam(model.parameters())
+    d = tmp_path / "old"
+    d.mkdir()
+    save_file({f"model/{k}": v.contiguous() for k, v in model.state_dict().items()},
+              str(d / "state.safetensors"))
+    (d / "state.json").write_text(json.dumps({"step": 5, "param_groups": opt.state_dict()["param_groups"],
+                                              "extra": {}}))
+    assert ckpt.has_checkpoint(d)
+    assert ckpt.load_checkpoint(d, build_model("airm-b0"), opt)["step"] == 5
+    (d / "state.json").write_text("{garbage")
+    with pytest.raises(ValueError, match=r"checkpoint metadata in .*state\.json is damaged"):
+        ckpt.read_checkpoint_meta(d)

@@ -2,7 +2,10 @@
 
 A checkpoint holds the model, the optimiser moments and the step; data order and per-step
 randomness are functions of (seed, step), so nothing else is needed to continue exactly.
-Files are replaced atomically: a run killed while writing leaves the previous checkpoint.
+It is one file: the step and the optimiser's settings travel in the safetensors header's
+metadata, and the file is replaced with one rename, so a run killed at any moment leaves either
+the previous checkpoint or the new one, never tensors of one step with the metadata of another.
+(Checkpoints of older versions, with a separate ``state.json``, still load.)
 """
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 TENSORS = "state.safetensors"
-META = "state.json"
+META = "state.json"  # older checkpoints only: the metadata beside the tensors
+META_KEY = "napari_airm.checkpoint"  # the metadata, as JSON, in the safetensors header
 
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -28,20 +33,44 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
             t = value if torch.is_tensor(value) else torch.tensor(value)
             tensors[f"opt/{pid}/{key}"] = t.detach().cpu().contiguous()
     meta = {"step": step, "param_groups": opt_state["param_groups"], "extra": extra or {}}
-    tmp_t, tmp_m = directory / (TENSORS + ".part"), directory / (META + ".part")
-    save_file(tensors, str(tmp_t))
-    tmp_m.write_text(json.dumps(meta))
-    os.replace(tmp_t, directory / TENSORS)  # tensors first: META names a complete state
-    os.replace(tmp_m, directory / META)
+    tmp = directory / (TENSORS + ".part")
+    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    os.replace(tmp, directory / TENSORS)  # the one step that makes the new checkpoint current
+    stale = directory / META
+    if stale.exists():  # an older version's metadata file no longer describes these tensors
+        stale.unlink()
 
 
 def has_checkpoint(directory: Path) -> bool:
-    return (directory / TENSORS).is_file() and (directory / META).is_file()
+    return (directory / TENSORS).is_file()
+
+
+def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
+    """The step, optimiser settings and extras of the checkpoint in ``directory``."""
+    path = directory / TENSORS
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for broken files
+        raise ValueError(f"checkpoint {path} cannot be read ({exc}); it is damaged") from exc
+    text = header.get(META_KEY)
+    source = path
+    if text is None:  # written before the metadata moved into the tensor file
+        source = directory / META
+        if not source.is_file():
+            raise ValueError(f"checkpoint {path} has no step metadata and there is no {META}")
+        text = source.read_text()
+    try:
+        meta = json.loads(text)
+        int(meta["step"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"checkpoint metadata in {source} is damaged ({exc})") from exc
+    return meta
 
 
 def load_checkpoint(directory: Path, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-    meta = json.loads((directory / META).read_text())
+    meta = read_checkpoint_meta(directory)
     tensors = load_file(str(directory / TENSORS))
     model.load_state_dict({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")})
     if optimizer is not None:
