@@ -79,7 +79,9 @@ def local_model(busy_model):
 def test_tiling_geometry_is_exact(local_model, tile, anchor, flips, snap):
     image, _, coarse = scene(448, 576)
     # global + two tile-local stages
-    kwargs = dict(device=CPU, global_side=96, anchor=anchor, flips=flips, snap=snap)
+    # the network's cascade alone (the trust region and the boundary solve have their own tests)
+    kwargs = dict(device=CPU, global_side=96, anchor=anchor, flips=flips, snap=snap, reach=None,
+                  solve=False)
     assert make_plan(448, 576, tile=tile, global_side=96).stage_pitches == (4, 2)
     whole = refine_array(image, coarse, local_model, tile=1024, **kwargs)
     tiled = refine_array(image, coarse, local_model, tile=tile, **kwargs)
@@ -151,11 +153,12 @@ def test_a_second_pass_refines_the_first_result(busy_model):
     """On a frame the global stage decodes at full resolution, passes=2 is exactly refining
     the first result once more; progress counts both passes."""
     image, _, coarse = scene(160, 192, seed=7)
-    once = refine_array(image, coarse, busy_model, device=CPU)
-    twice = refine_array(image, once, busy_model, device=CPU)
+    network = dict(reach=None, solve=False)  # the network's passes alone
+    once = refine_array(image, coarse, busy_model, device=CPU, **network)
+    twice = refine_array(image, once, busy_model, device=CPU, **network)
     assert (once != coarse).any() and (twice != once).any(), "each pass must change the mask"
     seen = []
-    two_passes = refine_array(image, coarse, busy_model, device=CPU, passes=2,
+    two_passes = refine_array(image, coarse, busy_model, device=CPU, passes=2, **network,
                               progress=lambda done, total: seen.append((done, total)))
     np.testing.assert_array_equal(two_passes, twice)
     assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
@@ -201,7 +204,7 @@ def test_a_good_mask_of_a_large_image_keeps_its_detail(bundled_model):
     from napari_airm.metrics import boundary_accuracy
 
     image, gt, _ = scene(1536, 1536, seed=8)
-    kwargs = dict(device=CPU, global_side=192, snap=False)  # the cascade alone
+    kwargs = dict(device=CPU, global_side=192, snap=False, reach=None, solve=False)  # the cascade alone
     anchored = refine_array(image, gt, bundled_model, **kwargs)
     crm = refine_array(image, gt, bundled_model, anchor=False, **kwargs)
     # stage-4 model: 0.942 / 0.99960 anchored, 0.870 / 0.99902 without
@@ -216,10 +219,11 @@ def test_edge_snapping_puts_boundaries_on_the_image_edges(bundled_model):
     from napari_airm.metrics import boundary_accuracy
 
     image, gt, coarse = scene(320, 400, seed=3)
-    raw = refine_array(image, coarse, bundled_model, device=CPU)
-    np.testing.assert_array_equal(raw, refine_array(image, coarse, bundled_model, device=CPU,
+    network = dict(device=CPU, reach=None, solve=False)  # snapping filters the network's output
+    raw = refine_array(image, coarse, bundled_model, **network)
+    np.testing.assert_array_equal(raw, refine_array(image, coarse, bundled_model, **network,
                                                     snap=False))
-    snapped = refine_array(image, coarse, bundled_model, device=CPU, snap=True)
+    snapped = refine_array(image, coarse, bundled_model, **network, snap=True)
     assert boundary_accuracy(snapped, gt) >= boundary_accuracy(raw, gt) + 0.05
     assert (snapped != raw).mean() < 0.02  # it moves boundary pixels, nothing else
 

@@ -9,6 +9,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .engine.errors import InputError
+from .engine.settings import PRESETS, RefineSettings
 from .model import AIRM
 from .model import load_model as _load_model
 
@@ -43,51 +45,61 @@ def load_model(path: str | os.PathLike | None = None, device: str | None = None)
 
 
 def _as_model(model: AIRM | str | os.PathLike | None, device) -> AIRM:
+    """The caller's model as it is (the engine works on its own copy, so a failing call never
+    moves or changes it), or a model folder loaded (and cached) for ``device``."""
     if isinstance(model, AIRM):
-        return model.to(device).eval()
+        return model
     return load_model(model, device=str(device))
 
 
-def refine(image, coarse, *, model: AIRM | str | os.PathLike | None = None, device: str | None = None,
-           out=None, tile: int = 1024, dense: bool = False, labels: str | int | Iterable[int] = "all",
+def refine(image, coarse, settings: RefineSettings | str | None = None, *,
+           model: AIRM | str | os.PathLike | None = None, device: str | None = None, out=None,
+           labels: str | int | Iterable[int] = "all",
            progress: Callable[[int, int], None] | None = None,
-           cancel: Callable[[], bool] | None = None, return_probability: bool = False,
-           passes: int = 1, flips: int = 1, snap: bool = False):
+           cancel: Callable[[], bool] | None = None, **options):
     """Refine a coarse mask of an image of any size, tile by tile.
 
     image: H×W×3 (or H×W grey, H×W×4 RGBA), uint8 / uint16 / float in [0, 1]; numpy, dask or
     zarr. coarse: H×W bool / 0-1 / 0-255 mask, or an integer label image (refined object by
     object, each id written back only where it belongs). Returns a numpy array of coarse's
     kind (bool mask or labels), or fills ``out`` (e.g. a zarr array) tile by tile and returns it.
+
+    ``settings``: a ``RefineSettings`` or a preset name (``"default"``; ``"network"`` = the
+    network alone, without trust region or boundary solve); keyword ``options`` change single
+    fields, e.g. ``refine(img, mask, reach=20)``. The defaults: the boundary moves at most
+    ``reach`` from the given one (``"auto"``: a share of the image size, never more than half
+    the local thickness of an object or gap; outside it the given mask stands exactly), and the
+    final boundary is a full-resolution graph cut (``solve``). See ``RefineSettings`` for
+    ``tile``, ``passes``, ``flips``, ``dense`` and the rest, and docs/performance.md for what
+    each costs and gains.
     ``cancel()`` returning True stops the run with ``engine.Cancelled``; ``out`` is then left
     as it was for every tile not yet written (use a fresh ``out`` to keep user data intact).
-    ``passes=2`` refines the result once more (the last stage only, for large images): on
-    DUTS val photos +0.3 to +0.9 mBA for twice the final stage's time (docs/performance.md).
-    ``flips=2`` or ``4`` averages every stage over mirrored views (left–right; and up–down):
-    test-time augmentation, 2× or 4× the time (docs/performance.md, "Flip averaging").
-    ``snap=True`` moves each refined boundary that lies within about a pixel of an image edge
-    onto it (a colour guided filter of the full-resolution probabilities): +0.5 / +0.6 mBA on
-    DUTS val photos; colour ramps (upscaled, blurry images) are left alone; off by default
-    (docs/performance.md, "Edge snapping").
     """
     from .engine.refine import refine_array
 
     dev = resolve_device(device)
-    return refine_array(image, coarse, _as_model(model, dev), device=dev, out=out, tile=tile,
-                        dense=dense, labels=labels, progress=progress, cancel=cancel,
-                        return_probability=return_probability, passes=passes, flips=flips,
-                        snap=snap)
+    return refine_array(image, coarse, _as_model(model, dev), device=dev,
+                        settings=as_settings(settings), out=out, labels=labels, progress=progress,
+                        cancel=cancel, **options)
 
 
-def refine_many(pairs, out_dir: str | os.PathLike, *, model: str | os.PathLike | None = None,
-                scheduler: str | None = None, tile: int = 1024, dense: bool = False,
-                device: str | None = None, passes: int = 1, flips: int = 1,
-                snap: bool = False) -> list[Path]:
+def as_settings(settings: RefineSettings | str | None) -> RefineSettings:
+    """A ``RefineSettings`` from None (the default), a preset name or itself."""
+    if settings is None or isinstance(settings, RefineSettings):
+        return settings or RefineSettings()
+    if isinstance(settings, str) and settings in PRESETS:
+        return PRESETS[settings]
+    raise InputError(f"settings must be a RefineSettings or one of {sorted(PRESETS)}, not {settings!r}")
+
+
+def refine_many(pairs, out_dir: str | os.PathLike, settings: RefineSettings | str | None = None, *,
+                model: str | os.PathLike | None = None, scheduler: str | None = None,
+                device: str | None = None, **options) -> list[Path]:
     """Refine many (image, mask) file pairs as dask.distributed tasks; returns the output files."""
     from .engine.batch import refine_files
 
-    return refine_files(pairs, out_dir, model=model, scheduler=scheduler, tile=tile, dense=dense,
-                        device=device, passes=passes, flips=flips, snap=snap)
+    return refine_files(pairs, out_dir, model=model, scheduler=scheduler, device=device,
+                        settings=as_settings(settings).replace(**options))
 
 
 def evaluate(preds, gts, coarse=None, names: list[str] | None = None) -> dict[str, Any]:
@@ -106,6 +118,8 @@ def evaluate(preds, gts, coarse=None, names: list[str] | None = None) -> dict[st
         return list(x)
 
     preds_l, gts_l, coarse_l = listify(preds), listify(gts), listify(coarse)
+    if not gts_l and not preds_l:
+        raise ValueError("nothing to evaluate: no predictions and no ground truths were given")
     if len(preds_l) != len(gts_l) or (coarse_l is not None and len(coarse_l) != len(gts_l)):
         raise ValueError(f"got {len(preds_l)} predictions, {len(gts_l)} ground truths"
                          + (f" and {len(coarse_l)} coarse masks" if coarse_l is not None else ""))

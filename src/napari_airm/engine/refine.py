@@ -31,10 +31,14 @@ from ..model.airm import AIRM, block_order
 from ..model.fuse import inference_copy
 from .errors import Cancelled, InputError
 from .labels import refine_labels, scan_mask
+from .reach import Reach, resolve_reach
 from .schedule import Box, Plan, band_mask, decode_pitch, is_uniform, make_plan, resample
+from .settings import RefineSettings
 from .snap import snap_to_edges
+from .solve import solve_boundary
 from .source import ImageSource, MaskSource
 
+FINISH_HALO = 32  # pixels around a tile that the boundary solve also sees, so tiles agree
 DECODE_CHUNK = 1 << 14  # queries decoded at once: bounds the MLP temporaries (~20 MB)
 GLOBAL_READ_BLOCK = 2048  # full-resolution pixels read at once for the global view
 # Anchoring tile stages to the given mask (BinaryRefiner(anchor=True)): a stage pixel belongs to a
@@ -50,20 +54,20 @@ FLIP_VIEWS = {1: ((),), 2: ((), (3,)), 4: ((), (3,), (2,), (2, 3))}
 
 
 class BinaryRefiner:
-    """Refines one binary (or soft) mask given as a box reader; the core of every path."""
+    """Refines one binary (or soft) mask given as a box reader; the core of every path.
 
-    def __init__(self, model: AIRM, device: torch.device, *, dense: bool = False,
-                 tile: int = 1024, global_side: int = 512, context: int = 48, global_band: int = 32,
-                 passes: int = 1, anchor: bool = True, flips: int = 1, snap: bool = False):
-        if int(passes) != passes or passes < 1:
-            raise ValueError(f"passes must be a whole number of at least 1, got {passes}")
-        if flips not in FLIP_VIEWS:
-            raise ValueError(f"flips must be one of {sorted(FLIP_VIEWS)}, got {flips}")
-        self.views = FLIP_VIEWS[flips]
+    ``reach``: the trust region (``reach.py``) resolved for the whole image, or None."""
+
+    def __init__(self, model: AIRM, device: torch.device, settings: RefineSettings = RefineSettings(),
+                 reach: Reach | None = None, *, context: int = 48, global_band: int = 32):
+        self.settings = settings
+        self.views = FLIP_VIEWS[settings.flips]
         self.model = inference_copy(model).to(device)  # BN folded, channels-last; caller's model untouched
-        self.device, self.dense, self.passes = device, dense, int(passes)
-        self.anchor, self.snap = anchor, snap
-        self.tile, self.global_side, self.context, self.global_band = tile, global_side, context, global_band
+        self.device, self.dense, self.passes = device, settings.dense, settings.passes
+        self.anchor, self.snap, self.solve = settings.anchor, settings.snap, settings.solve
+        self.reach = reach
+        self.tile, self.global_side = settings.tile, settings.global_side
+        self.context, self.global_band = context, global_band
         self.autocast = device.type == "cuda"
 
     def plan(self, height: int, width: int) -> Plan:
@@ -76,7 +80,7 @@ class BinaryRefiner:
             progress: Callable[[int, int], None] | None = None,
             cancel: Callable[[], bool] | None = None) -> None:
         plan = self.plan(height, width)
-        self._read_mask = read_mask
+        self._read_mask, self._shape = read_mask, (height, width)
         full_res_global = not plan.stage_pitches  # the global stage decodes full resolution
         global_runs = self.passes if full_res_global else 1
         self._total = len(plan.tiles()) + global_runs
@@ -93,7 +97,7 @@ class BinaryRefiner:
             g_np = g_prob[0, 0].float().cpu().numpy()
             for tile in plan.tiles():
                 self._check(cancel)
-                write(tile, g_np[tile[0]:tile[1], tile[2]:tile[3]] > 0.5)
+                write(tile, self._finish(image, tile, g_np, g_box))
                 self._advance(1)
             return
         whole = (0, plan.height, 0, plan.width)
@@ -110,7 +114,14 @@ class BinaryRefiner:
         for tile in plan.tiles_within(parent, plan.level_tile(level)):
             self._check(self._cancel)
             outputs = plan.tiles_within(tile, plan.tile)
-            if not self.dense and is_uniform(prev_np, prev_box, prev_pitch, tile, reach):
+            if not self.dense and self.reach is not None:
+                value = self._given_uniform(tile)
+                if value is not None:  # no given boundary within reach: the given mask stands
+                    for out in outputs:
+                        write(out, np.full((out[1] - out[0], out[3] - out[2]), value))
+                    self._advance(len(outputs))
+                    continue
+            elif not self.dense and is_uniform(prev_np, prev_box, prev_pitch, tile, reach):
                 y, x = (tile[0] - prev_box[0]) // prev_pitch, (tile[2] - prev_box[2]) // prev_pitch
                 value = bool(prev_np[y, x] > 0.5)
                 for out in outputs:
@@ -125,8 +136,7 @@ class BinaryRefiner:
                                         ((prob > 0.5).float(), box, decode_pitch(e)), weights)
             _trim_heap()
             if last:
-                p = prob[0, 0].float().cpu().numpy()
-                write(tile, p[tile[0] - box[0]:tile[1] - box[0], tile[2] - box[2]:tile[3] - box[2]] > 0.5)
+                write(tile, self._finish(image, tile, prob[0, 0].float().cpu().numpy(), box))
                 self._advance(1)
             else:
                 self._level(image, plan, level + 1, tile, (prob, box, decode_pitch(e)), weights, write)
@@ -135,6 +145,44 @@ class BinaryRefiner:
         self._done += n
         if self._progress:
             self._progress(self._done, self._total)
+
+    # -- the final decision -------------------------------------------------------------------
+    def _given_uniform(self, tile: Box) -> bool | None:
+        """The given mask's value when it has no boundary within reach of ``tile``, else None."""
+        given = self._read_mask(self._around(tile, self.reach.radius + 1)) > 0.5
+        if given.all():
+            return True
+        return False if not given.any() else None
+
+    def _around(self, box: Box, margin: int) -> Box:
+        h, w = self._shape
+        return max(0, box[0] - margin), min(h, box[1] + margin), max(0, box[2] - margin), min(w, box[3] + margin)
+
+    def _finish(self, image: ImageSource, tile: Box, prob: np.ndarray, prob_box: Box) -> np.ndarray:
+        """The tile's final bool mask from the network's full-resolution probability ``prob``
+        (covering ``prob_box``): the given mask outside the trust region, the boundary solve
+        (or the thresholded probability) inside it. Decided on the tile plus FINISH_HALO so
+        that neighbouring tiles agree."""
+        if self.reach is None and not self.solve:
+            return prob[tile[0] - prob_box[0]:tile[1] - prob_box[0],
+                        tile[2] - prob_box[2]:tile[3] - prob_box[2]] > 0.5
+        win = self._around(tile, FINISH_HALO)
+        win = (max(win[0], prob_box[0]), min(win[1], prob_box[1]),
+               max(win[2], prob_box[2]), min(win[3], prob_box[3]))
+        p = prob[win[0] - prob_box[0]:win[1] - prob_box[0], win[2] - prob_box[2]:win[3] - prob_box[2]]
+        if self.reach is not None:
+            outer = self._around(win, self.reach.halo)
+            given_outer = self._read_mask(outer) > 0.5
+            inner = (slice(win[0] - outer[0], win[1] - outer[0]), slice(win[2] - outer[2], win[3] - outer[2]))
+            allowed = self.reach.allowed(given_outer)[inner]
+            given = given_outer[inner]
+        else:
+            given, allowed = self._read_mask(win) > 0.5, None
+        if self.solve:
+            final = solve_boundary(image.read(win), p, given, allowed)
+        else:
+            final = np.where(allowed, p > 0.5, given)
+        return final[tile[0] - win[0]:tile[1] - win[0], tile[2] - win[2]:tile[3] - win[2]]
 
     # -- stages -----------------------------------------------------------------------------
     def _global_stage(self, image: ImageSource, read_mask, plan: Plan):
@@ -303,28 +351,23 @@ def _prepare_out(out, shape: tuple[int, int], dtype) -> object:
     return out
 
 
-def refine_array(image, coarse, model: AIRM, *, device: torch.device, out=None, tile: int = 1024,
-                 dense: bool = False, labels: str | int | Iterable[int] = "all",
+def refine_array(image, coarse, model: AIRM, *, device: torch.device,
+                 settings: RefineSettings | None = None, out=None,
+                 labels: str | int | Iterable[int] = "all",
                  progress: Callable[[int, int], None] | None = None,
-                 cancel: Callable[[], bool] | None = None, return_probability: bool = False,
-                 global_side: int = 512, passes: int = 1, anchor: bool = True, flips: int = 1,
-                 snap: bool = False):
-    """The engine behind ``napari_airm.refine`` (see its docstring); ``anchor=False`` feeds
-    each tile stage the previous map alone (CRM's cascade, for comparisons)."""
-    if return_probability:
-        raise InputError("return_probability is not supported by the tiled engine yet; "
-                         "use refine_whole for small images")
+                 cancel: Callable[[], bool] | None = None, **options):
+    """The engine behind ``napari_airm.refine`` (see its docstring). ``options`` change single
+    fields of ``settings`` (``RefineSettings``), e.g. ``tile=512`` or ``anchor=False`` (CRM's
+    cascade, for comparisons)."""
+    settings = (settings or RefineSettings()).replace(**options)
     img = ImageSource.wrap(image)
     mask = MaskSource.wrap(coarse)
     if (img.height, img.width) != (mask.height, mask.width):
         raise InputError(f"image is {img.height}×{img.width} but the coarse mask is "
                          f"{mask.height}×{mask.width}; they must match")
-    try:
-        refiner = BinaryRefiner(model, device, dense=dense, tile=tile, global_side=global_side,
-                                passes=passes, anchor=anchor, flips=flips, snap=snap)
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
+    refiner = BinaryRefiner(model, device, settings, resolve_reach(settings.reach, img.height, img.width))
     shape = (mask.height, mask.width)
+    tile = settings.tile
     summary = scan_mask(mask, tile)
     if summary.kind == "labels":
         target = _prepare_out(out, shape, mask.dtype)

@@ -1,0 +1,62 @@
+"""How a mask is refined, as one frozen object the API, the command line, the widget and batch
+jobs hand down unchanged: a new option touches this file and the place that uses it."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Refinement options; ``RefineSettings()`` is the measured default.
+
+    reach: how far the boundary may move from the given one — ``"auto"`` (a share of the image
+        size, capped at half the local thickness of each object and gap; ``engine/reach.py``),
+        a whole number of pixels, or None for no trust region (the network alone, everywhere).
+    solve: the final boundary is a full-resolution graph cut on the uncertain band
+        (``engine/solve.py``); False thresholds the network's probability at ½.
+    tile: output tile side in pixels (bounds memory). dense: decode every pixel of every tile
+        (the reference the fast path is tested against). passes: refine the result again.
+    flips: average the network over 1, 2 or 4 mirrored views. snap: the older guided-filter
+        edge snapping of the network's output (superseded by ``solve``; kept for comparison).
+    global_side: side of the global stage's view. anchor: tile stages read the given mask
+        outside the earlier stages' corrections (False: CRM's cascade, for comparisons).
+    """
+
+    reach: int | str | None = "auto"
+    solve: bool = True
+    tile: int = 1024
+    dense: bool = False
+    passes: int = 1
+    flips: int = 1
+    snap: bool = False
+    global_side: int = 512
+    anchor: bool = True
+
+    def __post_init__(self):
+        from .reach import resolve_reach
+
+        resolve_reach(self.reach, 1, 1)  # validates
+        if isinstance(self.tile, bool) or int(self.tile) != self.tile or self.tile < 64 or self.tile % 16:
+            raise InputError(f"tile must be a multiple of 16 and at least 64, got {self.tile!r}")
+        if isinstance(self.passes, bool) or int(self.passes) != self.passes or self.passes < 1:
+            raise InputError(f"passes must be a whole number of at least 1, got {self.passes!r}")
+        if self.flips not in (1, 2, 4):
+            raise InputError(f"flips must be one of [1, 2, 4], got {self.flips!r}")
+
+    def replace(self, **changes) -> "RefineSettings":
+        """A copy with some options changed; an unknown option is a clear error."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise InputError(f"unknown refinement option(s) {unknown}; known: {sorted(known)}")
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+PRESETS = {
+    "default": RefineSettings(),
+    # the network alone: no trust region, no boundary solve (the paper's kind of numbers)
+    "network": RefineSettings(reach=None, solve=False),
+}
