@@ -8,7 +8,10 @@
 * Masks come back as ``(array, kind)`` with ``kind`` ``"binary"`` (a bool array, or a lazy
   array of 0/1 values) or ``"labels"`` (an integer label image, ids kept as they are).
 * Outputs are written under a temporary name beside the target and renamed when complete, so
-  a file or store that carries the final name is always whole (``atomic_output``).
+  a file or store that carries the final name is always whole (``atomic_output``). Only files
+  and zarr stores are ever replaced (a folder of the user's is refused, ``--overwrite`` or
+  not), and what a killed run left beside the target is cleared by the next write to it.
+* A lazy input names its file in every read error (a damaged zarr chunk, a truncated TIFF).
 
 Every problem with an input raises :class:`InputFileError` (a ``ValueError``) with a message
 that names the file, for the command line to print as one line.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -24,6 +28,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from .engine.errors import InputError
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -36,8 +42,53 @@ LAZY_TIFF_BYTES = 256 * 2**20
 MEMMAP_PIXELS = 2**28
 
 
-class InputFileError(ValueError):
-    """An input or output file that cannot be used; the message names it."""
+class InputFileError(InputError):
+    """An input or output file that cannot be used; the message names it (a ``ValueError``)."""
+
+
+class LazyFile:
+    """A lazy array read from a file (zarr store, large TIFF) that names the file in every read
+    error; everything else (shape, dtype, chunks ...) is the wrapped array's."""
+
+    def __init__(self, array, path, what: str, axes: str | None = None):
+        self._array, self._path, self._what = array, path, what
+        self.axes = axes  # e.g. "CYX" when the file says so, else None
+
+    @property
+    def shape(self):
+        return self._array.shape
+
+    @property
+    def dtype(self):
+        return self._array.dtype
+
+    @property
+    def ndim(self):
+        return len(self._array.shape)
+
+    def __getitem__(self, key):
+        try:
+            return self._array[key]
+        except MemoryError:
+            raise
+        except Exception as exc:
+            from .engine.source import settle_async_reads
+
+            settle_async_reads()
+            raise InputFileError(f"cannot read {self._what} {self._path}: {type(exc).__name__}: "
+                                 f"{exc} (a damaged or missing chunk?)") from exc
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.asarray(self[...])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):  # no recursion before __init__ (pickle, copy)
+            raise AttributeError(name)
+        return getattr(self._array, name)
+
+    def __repr__(self) -> str:
+        return f"LazyFile({self._path}, shape={tuple(self.shape)}, dtype={self.dtype})"
 
 
 def suffix_of(path: str | os.PathLike) -> str:
@@ -48,8 +99,14 @@ def suffix_of(path: str | os.PathLike) -> str:
 
 def is_zarr_path(path: str | os.PathLike) -> bool:
     p = Path(str(path).rstrip("/\\"))
-    return p.suffix.lower() in ZARR_SUFFIXES or (p.is_dir() and any(
-        (p / f).exists() for f in ("zarr.json", ".zarray", ".zgroup")))
+    return p.suffix.lower() in ZARR_SUFFIXES or is_zarr_store(p)
+
+
+def is_zarr_store(path: str | os.PathLike) -> bool:
+    """A folder that zarr wrote: it holds zarr's metadata (v3 ``zarr.json``, v2 ``.zarray`` or
+    ``.zgroup``). A folder merely named ``*.zarr`` is not one."""
+    p = Path(str(path).rstrip("/\\"))
+    return p.is_dir() and any((p / f).is_file() for f in ("zarr.json", ".zarray", ".zgroup"))
 
 
 def _check_exists(path: Path, what: str) -> None:
@@ -76,10 +133,22 @@ def _open_zarr(path: Path, what: str):
         node = zarr.open(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for a broken store
         raise InputFileError(f"cannot open {what} {path} as a zarr store: {exc}") from exc
-    return _zarr_array_of(node, path, what)
+    axes: list = []
+    array = _zarr_array_of(node, path, what, axes=axes)
+    return LazyFile(array, path, what, axes=axes[0] if axes else None)
 
 
-def _zarr_array_of(node, path, what: str, depth: int = 0):
+def _ome_axes(multiscale: dict) -> str | None:
+    """OME-Zarr axes as letters ("CYX", "TCZYX"), or None when the metadata has none."""
+    letters = []
+    for a in multiscale.get("axes") or []:
+        name = a.get("name", "") if isinstance(a, dict) else str(a)
+        kind = a.get("type", "") if isinstance(a, dict) else ""
+        letters.append("C" if kind == "channel" or name.lower() == "c" else name.upper()[:1] or "?")
+    return "".join(letters) or None
+
+
+def _zarr_array_of(node, path, what: str, depth: int = 0, axes: list | None = None):
     import zarr
 
     if isinstance(node, zarr.Array):
@@ -88,6 +157,8 @@ def _zarr_array_of(node, path, what: str, depth: int = 0):
     multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
     if multiscales:
         try:
+            if axes is not None and isinstance(multiscales[0], dict) and _ome_axes(multiscales[0]):
+                axes.append(_ome_axes(multiscales[0]))
             return node[multiscales[0]["datasets"][0]["path"]]
         except Exception as exc:
             raise InputFileError(f"{what} {path}: cannot open its full-resolution level: {exc}") from exc
@@ -95,7 +166,7 @@ def _zarr_array_of(node, path, what: str, depth: int = 0):
     if depth < 2:
         for key in ZARR_MEMBERS.get(what, ()) + ("0",):
             if key in members:
-                return _zarr_array_of(members[key], f"{path}/{key}", what, depth + 1)
+                return _zarr_array_of(members[key], f"{path}/{key}", what, depth + 1, axes)
     arrays = sorted(name for name, m in members.items() if isinstance(m, zarr.Array))
     if len(arrays) == 1:
         return node[arrays[0]]
@@ -107,15 +178,20 @@ def _zarr_array_of(node, path, what: str, depth: int = 0):
 
 
 def _open_tiff(path: Path, what: str):
+    """``(array, axes)``: numpy for small files, lazy for large ones; ``axes`` as tifffile
+    reads them from the file ("YXS" RGB, "SYX" planar RGB, "CYX", "ZYX", "QYX" ...)."""
     import tifffile
 
     try:
-        if path.stat().st_size <= LAZY_TIFF_BYTES:
-            return tifffile.imread(str(path))
+        with tifffile.TiffFile(str(path)) as tif:
+            axes = tif.series[0].axes if tif.series else None
+            if path.stat().st_size <= LAZY_TIFF_BYTES:
+                return tif.asarray(), axes
         import zarr
 
         store = tifffile.imread(str(path), aszarr=True)
-        return _zarr_array_of(zarr.open(store, mode="r"), path, what)
+        return LazyFile(_zarr_array_of(zarr.open(store, mode="r"), path, what), path, what,
+                        axes), axes
     except InputFileError:
         raise
     except Exception as exc:
@@ -145,11 +221,19 @@ def _open_raster(path: Path, what: str, *, image: bool) -> np.ndarray:
     return arr
 
 
-def _squeeze_leading(arr, keep: int):
-    """Drop leading singleton axes (e.g. OME's T and Z) until ``keep`` axes remain, lazily."""
+def _squeeze_leading(arr, keep: int, axes: str | None = None):
+    """Drop leading singleton axes (e.g. OME's T and Z) until ``keep`` axes remain, lazily.
+    Returns ``(array, axes)`` with the axes letters (when known) dropped alike."""
     while arr.ndim > keep and arr.shape[0] == 1:
-        arr = arr[0] if not hasattr(arr, "oindex") else _as_dask(arr)[0]
-    return arr
+        if axes and len(axes) == arr.ndim:
+            axes = axes[1:]
+        arr = arr[0] if isinstance(arr, np.ndarray) else _as_dask(arr)[0]
+    return arr, axes
+
+
+# Leading axes that mean "colour channels" (tifffile: S samples, C channels; OME: c) and
+# so may be moved last; any other letter (Z, T, Q, I ...) is a stack of grey planes.
+CHANNEL_AXES = ("S", "C")
 
 
 def _as_dask(arr):
@@ -167,20 +251,31 @@ def read_image(path: str | os.PathLike):
     path = Path(path)
     _check_exists(path, "image")
     suffix = suffix_of(path)
+    axes = None
     if is_zarr_path(path):
         arr = _open_zarr(path, "image")
+        axes = arr.axes
     elif suffix in TIFF_SUFFIXES:
-        arr = _open_tiff(path, "image")
+        arr, axes = _open_tiff(path, "image")
     else:
         arr = _open_raster(path, "image", image=True)
-    arr = _squeeze_leading(arr, 3)
+    arr, axes = _squeeze_leading(arr, 3, axes)
     if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
+        if axes and len(axes) == 3 and axes[0] not in CHANNEL_AXES:
+            raise InputFileError(f"image {path} is a stack of {arr.shape[0]} grey planes (axes "
+                                 f"{axes}, shape {tuple(arr.shape)}), not colour channels; "
+                                 f"refine one plane at a time")
         arr = _as_dask(arr).transpose(1, 2, 0) if not isinstance(arr, np.ndarray) else arr.transpose(1, 2, 0)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0] if isinstance(arr, np.ndarray) else _as_dask(arr)[..., 0]
+    if arr.ndim == 3 and arr.shape[-1] == 2:
+        raise InputFileError(f"image {path} has 2 channels (shape {tuple(arr.shape)}); expected "
+                             f"H×W×3 (RGB), H×W×4 (RGBA) or H×W (grey)")
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        stack = " (a stack of planes: refine one plane at a time)" if arr.ndim > 3 or (
+            arr.ndim == 3 and arr.shape[0] not in (1, 3, 4)) else ""
         raise InputFileError(f"image {path} has shape {tuple(arr.shape)}; expected H×W×3 (RGB), "
-                             f"H×W×4 (RGBA) or H×W (grey)")
+                             f"H×W×4 (RGBA) or H×W (grey){stack}")
     check_image_dtype(arr.dtype, path)
     if min(arr.shape[:2]) < 1:
         raise InputFileError(f"image {path} is empty (shape {tuple(arr.shape)})")
@@ -231,18 +326,20 @@ def read_mask(path: str | os.PathLike, *, threshold: float | None = None):
     """
     path = Path(path)
     _check_exists(path, "mask")
+    if threshold is not None and not np.isfinite(threshold):
+        raise InputFileError(f"the threshold must be a finite number, not {threshold}")
     suffix = suffix_of(path)
     lazy = False
     if is_zarr_path(path):
         arr, lazy = _open_zarr(path, "mask"), True
     elif suffix in TIFF_SUFFIXES:
-        arr = _open_tiff(path, "mask")
+        arr, _ = _open_tiff(path, "mask")
         lazy = not isinstance(arr, np.ndarray)
     else:
         arr = _open_raster(path, "mask", image=False)
         if suffix in (".jpg", ".jpeg") and threshold is None:
             threshold = 127
-    arr = _squeeze_leading(arr, 2)
+    arr, _ = _squeeze_leading(arr, 2)
     if arr.ndim == 3 and not lazy and arr.shape[-1] in (3, 4):
         colour = arr[..., :3]
         if (colour == colour[..., :1]).all():
@@ -303,11 +400,21 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     if suffix not in MASK_OUTPUT_SUFFIXES:
         hint = " (JPEG is lossy and would corrupt a mask)" if suffix in (".jpg", ".jpeg") else ""
         raise InputFileError(f"cannot write a mask to {path}{hint}; use .png, .tif or .zarr")
+    check_replaceable(path)
     if path.exists() and not overwrite:
         raise InputFileError(f"{path} already exists; pass --overwrite to replace it")
     if not path.parent.exists():
         raise InputFileError(f"output folder {path.parent} does not exist")
     return path
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Refuse a target that napari-airm must never replace, ``--overwrite`` or not: a folder
+    that is not a zarr store (it would be deleted with everything in it)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink() and not is_zarr_store(path):
+        raise InputFileError(f"{path} is a folder, not a file or a zarr store; napari-airm does not "
+                             f"replace folders (remove it yourself or choose another name)")
 
 
 def _remove(path: Path) -> None:
@@ -317,22 +424,79 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _temp_name(path: Path, kind: str) -> Path:
+    """``.NAME.KIND-PID-HEX.SUFFIX`` beside ``path``: hidden, and tied to this process so that a
+    later run can tell the leftovers of a killed one from the files of a running one."""
+    return path.with_name(f".{path.stem}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # someone else's process (or no way to tell): keep it
+        return True
+    return True
+
+
+def clean_leftovers(path: str | os.PathLike) -> list[str]:
+    """Clear what a killed run left beside ``path`` and say what was done, one line each.
+
+    ``.NAME.partial-*`` (an output, or its work folder, never completed) is removed;
+    ``.NAME.old-*`` (the previous output, moved aside for the final rename) is removed when
+    ``path`` exists and put back as ``path`` when it does not (the run died between the two
+    renames). Entries of a process that still runs are left alone.
+    """
+    path = Path(str(path).rstrip("/\\"))
+    folder = path.parent
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(path.stem)}\.(partial|old)-(?:(\d+)-)?[0-9a-f]{{8}}"
+                         rf"{re.escape(path.suffix)}(\.work-.*)?$")
+    done: list[str] = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m or (m.group(2) and _pid_alive(int(m.group(2)))):
+            continue
+        try:
+            if m.group(1) == "old" and not path.exists() and not path.is_symlink():
+                os.replace(entry, path)
+                done.append(f"restored {path} from {entry.name}, left by an interrupted run")
+            else:
+                _remove(entry)
+                done.append(f"removed {entry}, left by an interrupted run")
+        except OSError as exc:
+            done.append(f"could not remove {entry}, left by an interrupted run: {exc}")
+    return done
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
     On an error (or Ctrl-C) the temporary file or store is removed and ``path`` is untouched.
+    Only a file or a zarr store is replaced; leftovers of a killed earlier write to ``path``
+    are cleared first (``clean_leftovers``).
     """
     path = Path(str(path).rstrip("/\\"))
+    clean_leftovers(path)
+    check_replaceable(path)
     if path.exists() and not overwrite:
         raise InputFileError(f"{path} already exists; pass --overwrite to replace it")
-    tmp = path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
+    tmp = _temp_name(path, "partial")
     try:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"nothing was written to {tmp}")
-        if path.exists():
-            old = path.with_name(f".{path.stem}.old-{uuid.uuid4().hex[:8]}{path.suffix}")
+        if path.exists() or path.is_symlink():
+            old = _temp_name(path, "old")
             os.replace(path, old)
             os.replace(tmp, path)
             _remove(old)
@@ -341,6 +505,14 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     except BaseException:
         _remove(tmp)
         raise
+
+
+def work_folder(beside: str | os.PathLike):
+    """A temporary folder for large intermediate files, named after ``beside`` (an output's
+    temporary path) so that ``clean_leftovers`` clears it if the process is killed."""
+    beside = Path(beside)
+    name = beside.name if beside.name.startswith(".") else _temp_name(beside, "partial").name
+    return tempfile.TemporaryDirectory(dir=beside.parent, prefix=f"{name}.work-")
 
 
 def output_dtype(kind: str, coarse_dtype) -> np.dtype:
@@ -397,7 +569,7 @@ def write_mask(path: str | os.PathLike, mask, kind: str = "binary", *, tile: int
     if suffix in TIFF_SUFFIXES:
         import tifffile
 
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".napari-airm-") as work:
+        with work_folder(path) as work:
             if kind != "labels" and isinstance(mask, np.ndarray) and mask.size > MEMMAP_PIXELS:
                 data = _chunked_binary_u8(mask, work)  # 0/255 on disk, never whole in memory
             else:
@@ -470,6 +642,9 @@ def match_by_stem(a: str | os.PathLike, b: str | os.PathLike, what=("prediction"
     ``a`` without a partner are reported by the caller through the returned ``missing`` list.
     """
     a, b = Path(a), Path(b)
+    for p, name in ((a, what[0]), (b, what[1])):
+        if not p.exists():
+            raise InputFileError(f"{name} {p} does not exist")
     if a.is_dir() and not is_zarr_path(a) and b.is_dir() and not is_zarr_path(b):
         fa, fb = find_files(a), find_files(b)
         names = sorted(set(fa) & set(fb))
