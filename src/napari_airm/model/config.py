@@ -42,6 +42,7 @@ class AIRMConfig:
     affinity_hidden: int = 16
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.encoder not in ENCODERS_MIT + ENCODERS_CNN:
             raise ValueError(
                 f"unknown encoder {self.encoder!r}; choose one of {ENCODERS_MIT + ENCODERS_CNN}"
@@ -54,9 +55,33 @@ class AIRMConfig:
             )
         if self.guide_blocks < 0:
             raise ValueError(f"guide_blocks must be >= 0, not {self.guide_blocks}")
-        if self.rank < 1 or self.feat_dim < 1 or not self.mlp_hidden:
+        if self.rank < 1 or self.feat_dim < 1 or not self.mlp_hidden or min(self.mlp_hidden) < 1:
             raise ValueError("rank, feat_dim and mlp_hidden must be positive / non-empty")
         self.mlp_hidden = [int(h) for h in self.mlp_hidden]
+
+    def _check_types(self) -> None:
+        """Each field of the type its default has (a config file can hold anything)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+                want = "true or false"
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+                want = "a whole number"
+            elif isinstance(default, list):
+                ok = isinstance(value, (list, tuple)) and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in value)
+                want = "a list of whole numbers"
+            elif isinstance(default, str):
+                ok = isinstance(value, str)
+                want = "a name"
+            else:  # optional names (encoder_init)
+                ok = value is None or isinstance(value, str)
+                want = "a name or null"
+            if not ok:
+                raise ValueError(f"model config {f.name} must be {want}, not {value!r}")
 
     @property
     def is_transformer(self) -> bool:
@@ -67,6 +92,9 @@ class AIRMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AIRMConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"a model config is a mapping of field names to values, not "
+                             f"{type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
