@@ -1,6 +1,10 @@
 """What kind of mask the user gave (one streaming pass), and object-by-object refinement of
 label images: each id is refined in its own bounding box plus margin and written back only
 over background or its own pixels, so neighbouring objects are never overwritten.
+
+Ids are used as values only, never as indices: each block is relabelled to a dense range
+(1..n for its n distinct ids) before its boxes are measured, so memory and time depend on the
+number of objects, not on how large their ids are (hashes, tile offsets, uint64 above 2**63).
 """
 from __future__ import annotations
 
@@ -74,10 +78,17 @@ def _blocks(mask: MaskSource):
 
 
 def _update_boxes(boxes: dict[int, list[int]], block: np.ndarray, y: int, x: int) -> None:
-    ids = block if np.issubdtype(block.dtype, np.integer) else block.astype(np.int64)
-    for label, sl in enumerate(ndimage.find_objects(ids), start=1):
+    """Grow ``boxes`` by the ids of one block. The block is relabelled to 1..n first
+    (``find_objects`` allocates one entry per value up to the largest)."""
+    values, dense = np.unique(block, return_inverse=True)
+    dense = dense.reshape(block.shape).astype(np.int64 if len(values) > 2**31 - 2 else np.int32)
+    if values[0] != 0:  # no background in this block: shift so that id k is k + 1
+        dense += 1
+        values = np.concatenate([values[:1] * 0, values])
+    for index, sl in enumerate(ndimage.find_objects(dense), start=1):
         if sl is None:
             continue
+        label = int(values[index])
         y0, y1, x0, x1 = sl[0].start + y, sl[0].stop + y, sl[1].start + x, sl[1].stop + x
         if label in boxes:
             b = boxes[label]
@@ -102,12 +113,34 @@ class Window:
         return self.array[ys.start + y0:ys.stop + y0, xs.start + x0:xs.stop + x0]
 
 
+def _as_id(value) -> int:
+    """A label id given by the caller as a whole number (7, np.uint64(7), 7.0), else a clear
+    InputError: 7.9 is not silently 7, True is not 1."""
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        raise InputError(f"label ids must be whole numbers, not {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"label ids must be whole numbers, not {value!r}") from None
+    if not np.isfinite(f) or f != int(f):
+        raise InputError(f"label ids must be whole numbers, not {value!r}")
+    return int(f)
+
+
 def _select(labels: str | int | Iterable[int], boxes: dict[int, list[int]]) -> list[int]:
     if isinstance(labels, str):
         if labels != "all":
             raise InputError(f"labels must be 'all', an id or a list of ids, not {labels!r}")
         return sorted(boxes)
-    wanted = [int(labels)] if np.isscalar(labels) else [int(v) for v in labels]
+    if np.isscalar(labels) or labels is None:
+        wanted = [_as_id(labels)]
+    else:
+        try:
+            wanted = [_as_id(v) for v in labels]
+        except TypeError:
+            raise InputError(f"labels must be 'all', an id or a list of ids, not {labels!r}") from None
     missing = [v for v in wanted if v not in boxes]
     if missing:
         raise InputError(f"label id(s) {missing} do not occur in the coarse mask")
@@ -134,6 +167,7 @@ def refine_labels(refiner, image: ImageSource, mask: MaskSource, summary: MaskSu
             box = (max(0, box[0] - 16), min(H, box[1] + 16), max(0, box[2] - 16), min(W, box[3] + 16))
         sub_img = ImageSource.wrap(Window(image.array, box))
         sub_mask = MaskSource.wrap(Window(mask.array, box))
+        label = np.array(label, dtype=mask.dtype)  # compare in the mask's dtype (uint64 > 2**63)
 
         def read(b: Box, sub_mask=sub_mask, label=label) -> np.ndarray:
             return (sub_mask.read(b) == label).astype(np.float32)
