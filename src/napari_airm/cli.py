@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -132,11 +131,30 @@ def format_per_image(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: str | os.PathLike, data) -> None:
+def _check_json_target(path: str | os.PathLike, overwrite: bool, inputs=()) -> Path:
+    """Refuse a --json FILE that would replace one of the command's inputs (ever) or an
+    existing file (without --overwrite); checked before any work is done."""
+    from . import io_utils
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    for p in inputs:
+        p = Path(p)
+        if p.exists() and path.exists() and os.path.samefile(p, path) or \
+                path.resolve() == p.resolve():
+            raise CLIError(f"--json {path} is one of the inputs; choose another file for the report")
+    io_utils.check_replaceable(path)
+    if path.exists() and not overwrite:
+        raise CLIError(f"{path} already exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise CLIError(f"folder {path.parent} for --json {path.name} does not exist")
+    return path
+
+
+def _write_json(path: str | os.PathLike, data, overwrite: bool = False) -> None:
+    from . import io_utils
+
+    with io_utils.atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(obj):
@@ -170,6 +188,8 @@ def refine_file(image_path, mask_path, output, *, model=None, device=None, tile:
     from . import io_utils
     from .api import refine
 
+    for note in io_utils.clean_leftovers(output):
+        print(f"note: {note}", file=sys.stderr)
     out_path = io_utils.check_output_path(output, overwrite)
     image = io_utils.read_image(image_path)
     coarse, kind = io_utils.read_mask(mask_path, threshold=threshold)
@@ -193,7 +213,7 @@ def refine_file(image_path, mask_path, output, *, model=None, device=None, tile:
                 out = io_utils.create_zarr(tmp, (h, w), out_dtype, tile)
                 refine(image, coarse, out=out, **kwargs)
             elif suffix in io_utils.TIFF_SUFFIXES and h * w > io_utils.MEMMAP_PIXELS:
-                with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".napari-airm-") as td:
+                with io_utils.work_folder(tmp) as td:
                     out = io_utils.create_memmap(td, (h, w), out_dtype)
                     refine(image, coarse, out=out, **kwargs)
                     io_utils.write_mask(tmp, out, kind, tile=tile)
@@ -229,6 +249,12 @@ def cmd_demo(args) -> int:
 
     h, w = _parse_size(args.size)
     out_dir = Path(args.output)
+    files = {"refined": out_dir / "refined.png", "coarse": out_dir / "coarse.png",
+             "ground_truth": out_dir / "ground_truth.png", "image": out_dir / "image.jpg"}
+    _check_demo_outputs(out_dir, list(files.values()) + ([Path(args.json)] if args.json else []),
+                        args.overwrite)
+    if args.json:  # existing or not, it must not be one of the demo's own files
+        _check_json_target(args.json, True, inputs=list(files.values()))
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     t0 = time.perf_counter()
@@ -248,13 +274,12 @@ def cmd_demo(args) -> int:
     refined = np.asarray(refined).astype(bool, copy=False)
     report = evaluate(refined, gt, coarse=coarse, names=["sample"])
 
-    files = {"refined": out_dir / "refined.png", "coarse": out_dir / "coarse.png",
-             "ground_truth": out_dir / "ground_truth.png", "image": out_dir / "image.jpg"}
     for key, arr in (("refined", refined), ("coarse", coarse), ("ground_truth", gt)):
         with io_utils.atomic_output(files[key], overwrite=True) as tmp:
             io_utils.write_mask(tmp, arr, "binary")
     with io_utils.atomic_output(files["image"], overwrite=True) as tmp:
         io_utils.write_image(tmp, image)
+    written = list(files.values())
 
     model_name = f"model {args.model}" if args.model else "the bundled default model"
     print(f"napari-airm demo: procedural {h}x{w} sample (seed {args.seed}), {model_name}, "
@@ -269,8 +294,53 @@ def cmd_demo(args) -> int:
     if args.json:
         _write_json(args.json, {**report, "size": [h, w], "seed": args.seed, "device": str(device),
                                 "seconds": {"refine": t_refine, "model_load": t_model,
-                                            "sample": t_sample}})
+                                            "sample": t_sample}}, overwrite=True)
+        written.append(Path(args.json))
+    _record_demo_outputs(out_dir, written)
     return 0
+
+
+# The demo remembers the files it wrote (size and time) in its folder, so that running it again
+# replaces its own results but never a file of the user's without --overwrite.
+DEMO_RECORD = ".napari-airm-demo.json"
+
+
+def _file_stamp(path: Path):
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _check_demo_outputs(out_dir: Path, targets: list[Path], overwrite: bool) -> set[Path]:
+    """The targets the demo may replace: its own earlier results; any other existing file is
+    refused unless ``overwrite``."""
+    from . import io_utils
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"{out_dir} is a file, not a folder for the demo's results")
+    try:
+        record = json.loads((out_dir / DEMO_RECORD).read_text())
+        record = record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        record = {}
+    ours: set[Path] = set()
+    for path in targets:
+        io_utils.check_replaceable(path)
+        if not path.exists():
+            continue
+        if path.is_file() and record.get(str(path.resolve())) == _file_stamp(path):
+            ours.add(path)
+        elif not overwrite:
+            raise CLIError(f"{path} already exists and was not written by the demo; pass "
+                           f"--overwrite to replace it, or choose another folder with -o")
+    return ours
+
+
+def _record_demo_outputs(out_dir: Path, written: list[Path]) -> None:
+    record = {str(p.resolve()): _file_stamp(p) for p in written if p.is_file()}
+    try:
+        (out_dir / DEMO_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    except OSError:  # only a convenience for the next run
+        pass
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -299,6 +369,9 @@ def cmd_evaluate(args) -> int:
             raise CLIError(f"no coarse mask for {len(lacking)} prediction(s) in {args.coarse} "
                            f"(first: {', '.join(lacking[:3])})")
         coarse_paths = [by_name[n] for n in names]
+    if args.json:
+        inputs = [p for _, p, g in pairs] + [g for _, p, g in pairs] + list(coarse_paths or [])
+        _check_json_target(args.json, args.overwrite, inputs)
     if missing:
         print(f"note: {len(missing)} file(s) without a partner were left out "
               f"(first: {', '.join(missing[:3])})", file=sys.stderr)
@@ -319,7 +392,7 @@ def cmd_evaluate(args) -> int:
         print()
         print(format_per_image(report))
     if args.json:
-        _write_json(args.json, report)
+        _write_json(args.json, report, overwrite=args.overwrite)
         print(f"\nwrote {args.json}")
     return 0
 
@@ -332,6 +405,13 @@ def _resolve_config(text: str) -> Path:
     if p.is_dir():
         p = p / "config.yaml"
     if p.is_file():
+        try:
+            p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise CLIError(f"training config {p} is not a text (UTF-8) file; give a YAML file, "
+                           f"a model folder or a bundled recipe name") from None
+        except OSError as exc:
+            raise CLIError(f"cannot read training config {p}: {exc}") from exc
         return p
     recipes = Path(__file__).resolve().parent / "training" / "recipes"
     candidate = recipes / f"{text}.yaml"
@@ -494,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--labels", default="all", metavar="IDS",
                    help="label ids to refine, e.g. 1,4 (default: all)")
-    p.add_argument("--threshold", type=float, metavar="T",
+    p.add_argument("--threshold", type=_finite_float, metavar="T",
                    help="binarise the mask at T (foreground where value > T), e.g. for soft masks")
     p.set_defaults(func=cmd_refine)
 
@@ -508,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=DEFAULT_DEMO_DIR, metavar="DIR",
                    help=f"folder for the results (default ./{DEFAULT_DEMO_DIR})")
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files in DIR that an earlier demo run did not write")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("evaluate", parents=[common], help="IoU and mBA of predictions against ground truth",
@@ -519,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gt", metavar="GT", help="ground-truth mask file or folder")
     p.add_argument("--coarse", metavar="C", help="coarse masks (file or folder) to report the gain")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json FILE")
     p.add_argument("--no-per-image", action="store_true", help="print only the overall table")
     p.set_defaults(func=cmd_evaluate)
 
@@ -575,6 +658,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
     p.set_defaults(func=cmd_bench)
     return parser
+
+
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
 
 
 def _positive_int(text: str) -> int:
