@@ -85,21 +85,21 @@ def test_refine_png_writes_a_mask_of_the_right_shape_and_dtype(files, model_dir,
 
 
 @pytest.mark.parametrize("command", ["refine", "demo"])
-def test_passes_flips_and_snap_reach_the_engine(files, model_dir, capsys, monkeypatch, command):
+def test_engine_options_reach_the_engine_as_one_settings_object(files, model_dir, capsys,
+                                                                monkeypatch, command):
     import napari_airm.api as api
 
     seen = []
     real_refine = api.refine
-    monkeypatch.setattr(api, "refine", lambda *a, **k: seen.append((k.get("passes"), k.get("flips"),
-                                                               k.get("snap")))
-                        or real_refine(*a, **k))
+    monkeypatch.setattr(api, "refine", lambda *a, **k: seen.append(api.as_settings(
+        a[2] if len(a) > 2 else k.get("settings"))) or real_refine(*a, **k))
     args = (["refine", files / "img.png", files / "mask.png", "-o", files / "two.png"]
             if command == "refine" else ["demo", "-o", files / "demo", "--size", "96x128"])
-    rc, _, err = run([*args, "--model", model_dir, "--passes", 2, "--flips", 2, "--snap", "-q"],
-                       capsys)
+    rc, _, err = run([*args, "--model", model_dir, "--passes", 2, "--flips", 2, "--snap",
+                      "--reach", 7, "--no-solve", "-q"], capsys)
     assert rc == 0, err
-    assert seen == [(2, 2, True)]
-    for bad in (["--passes", "0"], ["--flips", "3"]):
+    assert [(s.passes, s.flips, s.snap, s.reach, s.solve) for s in seen] == [(2, 2, True, 7, False)]
+    for bad in (["--passes", "0"], ["--flips", "3"], ["--reach", "0"], ["--reach", "far"]):
         with pytest.raises(SystemExit) as info:
             cli.main([*map(str, args), *bad])
         assert info.value.code == 2
@@ -361,8 +361,8 @@ def test_refine_many_collects_pairs(files, model_dir, capsys, monkeypatch):
 
     seen = {}
 
-    def fake_refine_many(pairs, out_dir, **kwargs):
-        seen.update(pairs=pairs, out_dir=out_dir, **kwargs)
+    def fake_refine_many(pairs, out_dir, settings=None, **kwargs):
+        seen.update(pairs=pairs, out_dir=out_dir, settings=settings, **kwargs)
         return [Path(out_dir) / f"{Path(i).stem}.png" for i, _ in pairs]
 
     monkeypatch.setattr(api, "refine_many", fake_refine_many)
@@ -376,6 +376,7 @@ def test_refine_many_collects_pairs(files, model_dir, capsys, monkeypatch):
     assert rc == 0, err
     assert [Path(i).name for i, _ in seen["pairs"]] == ["x.png", "y.png"]
     assert seen["scheduler"] == "tcp://127.0.0.1:8786" and "x.png" in out
+    assert seen["settings"].reach == "auto" and seen["settings"].solve
     rc, _, err = run(["batch", files / "img.png", "-o", files / "outdir"], capsys)
     assert_one_line_error(rc, err)
     assert "pairs" in err

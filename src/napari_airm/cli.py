@@ -170,16 +170,31 @@ def _json_default(obj):
 # ----------------------------------------------------------------------------- refine
 
 
-def _engine_options(args) -> dict:
+def _reach(text: str):
+    """--reach: 'auto', 'none' or a whole number of pixels >= 1."""
+    if text in ("auto", "none"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"reach must be 'auto', 'none' or a whole number of pixels >= 1, not {text!r}")
+    return value
+
+
+def _engine_options(args):
     """The engine settings every refining command shares (the ``engine`` parent parser)."""
-    return dict(tile=args.tile, dense=args.dense, passes=args.passes, flips=args.flips,
-                snap=args.snap)
+    from .engine.settings import RefineSettings
+
+    reach = None if args.reach == "none" else args.reach
+    return RefineSettings(reach=reach, solve=not args.no_solve, tile=args.tile, dense=args.dense,
+                          passes=args.passes, flips=args.flips, snap=args.snap)
 
 
-def refine_file(image_path, mask_path, output, *, model=None, device=None, tile: int = 1024,
-                dense: bool = False, overwrite: bool = False, labels="all",
-                threshold: float | None = None, quiet: bool = True, passes: int = 1,
-                flips: int = 1, snap: bool = False) -> dict:
+def refine_file(image_path, mask_path, output, settings=None, *, model=None, device=None,
+                overwrite: bool = False, labels="all", threshold: float | None = None,
+                quiet: bool = True) -> dict:
     """Refine one image/mask file pair into ``output`` (.png, .tif or .zarr), atomically.
 
     Lazy inputs (zarr stores, large TIFFs) are read tile by tile; a .zarr output is written
@@ -202,8 +217,11 @@ def refine_file(image_path, mask_path, output, *, model=None, device=None, tile:
     out_dtype = io_utils.output_dtype(kind, coarse.dtype)
     suffix = io_utils.suffix_of(out_path)
     progress, close = _progress("refine", quiet)
-    kwargs = dict(model=model, device=device, tile=tile, dense=dense, progress=progress, passes=passes,
-                  flips=flips, snap=snap)
+    from .api import as_settings
+
+    settings = as_settings(settings)
+    tile = settings.tile
+    kwargs = dict(settings=settings, model=model, device=device, progress=progress)
     if kind == "labels":
         kwargs["labels"] = labels
     t0 = time.perf_counter()
@@ -231,7 +249,7 @@ def cmd_refine(args) -> int:
     summary = refine_file(args.image, args.mask, args.output, model=_check_model(args.model),
                           device=args.device, overwrite=args.overwrite,
                           labels=_parse_labels(args.labels), threshold=args.threshold,
-                          quiet=args.quiet, **_engine_options(args))
+                          quiet=args.quiet, settings=_engine_options(args))
     print(f"wrote {summary['output']} ({summary['height']}x{summary['width']} {summary['kind']} mask) "
           f"in {summary['seconds']:.1f} s")
     return 0
@@ -266,8 +284,8 @@ def cmd_demo(args) -> int:
     progress, close = _progress("refine", args.quiet)
     t0 = time.perf_counter()
     try:
-        refined = refine(image, coarse, model=model, device=str(device), progress=progress,
-                         **_engine_options(args))
+        refined = refine(image, coarse, _engine_options(args), model=model, device=str(device),
+                         progress=progress)
     finally:
         close()
     t_refine = time.perf_counter() - t0
@@ -502,8 +520,8 @@ def cmd_refine_many(args) -> int:
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    outputs = refine_many(pairs, out_dir, model=_check_model(args.model), scheduler=args.scheduler,
-                          device=args.device, **_engine_options(args))
+    outputs = refine_many(pairs, out_dir, _engine_options(args), model=_check_model(args.model),
+                          scheduler=args.scheduler, device=args.device)
     for p in outputs:
         print(p)
     print(f"refined {len(outputs)} of {len(pairs)} image(s) into {out_dir} in "
@@ -541,6 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
     engine = argparse.ArgumentParser(add_help=False)
     engine.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
     engine.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
+    engine.add_argument("--reach", type=_reach, default="auto", metavar="PX",
+                        help="how far the boundary may move from the given one, in pixels; "
+                             "outside it the given mask stands exactly ('auto': a share of the "
+                             "image size, at most half the local thickness of each object; "
+                             "'none': no limit, the network alone decides)")
+    engine.add_argument("--no-solve", action="store_true",
+                        help="threshold the network instead of the full-resolution boundary solve")
     engine.add_argument("--tile", type=_positive_int, default=1024, metavar="N",
                         help="tile side in pixels (memory bound; default 1024)")
     engine.add_argument("--dense", action="store_true",

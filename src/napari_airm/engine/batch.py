@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from .settings import RefineSettings
+
 _WORKER_MODELS: dict = {}
 
 
@@ -48,9 +50,9 @@ def output_path(image_path: Path, mask_path: Path, out_dir: Path) -> Path:
 
 
 def refine_file(image_path: str, mask_path: str, out_path: str, model: str | None,
-                device: str | None, overwrite: bool = False, **engine) -> str:
-    """One task: read, refine, write atomically. Runs in a worker (or in-process).
-    ``engine``: tile, dense, passes, flips, snap, as ``api.refine`` takes them."""
+                device: str | None, overwrite: bool = False,
+                settings: RefineSettings = RefineSettings()) -> str:
+    """One task: read, refine, write atomically. Runs in a worker (or in-process)."""
     from ..api import load_model, refine
     from ..io_utils import atomic_output, read_image, read_mask, write_mask
 
@@ -59,19 +61,19 @@ def refine_file(image_path: str, mask_path: str, out_path: str, model: str | Non
         _WORKER_MODELS[key] = load_model(model, device=device)
     image = read_image(image_path)
     mask, kind = read_mask(mask_path)
-    result = refine(image, mask, model=_WORKER_MODELS[key], device=device, **engine)
+    result = refine(image, mask, settings, model=_WORKER_MODELS[key], device=device)
     with atomic_output(out_path, overwrite=overwrite) as tmp:
         write_mask(tmp, result, "labels" if kind == "labels" else "binary",
-                   tile=engine.get("tile", 1024))
+                   tile=settings.tile)
     return out_path
 
 
 def refine_files(pairs: Iterable[tuple[str, str]], out_dir: str | os.PathLike, *,
                  model: str | os.PathLike | None = None, scheduler: str | None = None,
                  device: str | None = None, overwrite: bool = False,
-                 n_workers: int | None = None, **engine) -> list[Path]:
-    """Refine (image, mask) file pairs in parallel; returns the output paths in input order.
-    ``engine``: tile, dense, passes, flips, snap, as ``api.refine`` takes them."""
+                 n_workers: int | None = None,
+                 settings: RefineSettings = RefineSettings()) -> list[Path]:
+    """Refine (image, mask) file pairs in parallel; returns the output paths in input order."""
     from dask.distributed import Client, LocalCluster, as_completed
 
     pairs = [(str(i), str(m)) for i, m in pairs]
@@ -97,7 +99,7 @@ def refine_files(pairs: Iterable[tuple[str, str]], out_dir: str | os.PathLike, *
     else:
         client = Client(scheduler)
     try:
-        futures = [client.submit(_refine_task, i, m, str(o), model_arg, device, overwrite, **engine,
+        futures = [client.submit(_refine_task, i, m, str(o), model_arg, device, overwrite, settings,
                                  pure=False, key=f"refine-{k}-{Path(o).name}")
                    for k, ((i, m), o) in enumerate(zip(pairs, outputs))]
         for future in as_completed(futures):
