@@ -214,21 +214,24 @@ def test_closing_the_viewer_stops_a_run(make_napari_viewer, qtbot, tiny_model):
     assert "coarse refined" not in [layer.name for layer in viewer.layers]
 
 
-def test_passes_flips_and_snap_are_handed_to_the_engine(make_napari_viewer, qtbot, bundled_model):
-    """The 'passes', 'flip averaging' and 'snap' boxes give exactly what
-    napari_airm.refine(..., passes=2, flips=2, snap=True) gives."""
+def test_advanced_choices_reach_the_engine_as_its_settings(make_napari_viewer, qtbot, bundled_model):
+    """Reach, the boundary solve, passes and flip averaging give exactly what
+    napari_airm.refine(..., reach=6, solve=False, passes=2, flips=2) gives; the defaults are
+    the API's."""
     from napari_airm import api
+    from napari_airm.engine.settings import RefineSettings
 
     viewer = make_napari_viewer()
     widget, coarse, _ = open_refine(viewer, small=(256, 320))
     use_model(widget, bundled_model)
+    assert widget.settings() == RefineSettings(tile=256), "the widget's defaults are the API's"
+    widget.reach.value = 6
+    widget.solve.value = False
     widget.passes.value = 2
     widget.flips.value = 2
-    assert not widget.snap.value, "edge snapping is off by default, as in the API"
-    widget.snap.value = True
     request = widget.make_request()
-    assert (request.passes, request.flips, request.snap) == (2, 2, True)
+    assert request.settings == RefineSettings(reach=6, solve=False, tile=256, passes=2, flips=2)
     run_and_wait(qtbot, widget)
     expected = api.refine(viewer.layers["img"].data, coarse, model=bundled_model, device="cpu",
-                          tile=256, passes=2, flips=2, snap=True)
+                          tile=256, reach=6, solve=False, passes=2, flips=2)
     np.testing.assert_array_equal(viewer.layers["coarse refined"].data > 0, expected > 0)

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..engine.settings import RefineSettings
 from . import _layers as L
 
 NEW, IN_PLACE = "new layer", "in place"
@@ -25,11 +26,7 @@ class RefineRequest:
     labels: Any = "all"
     model: Path | None = None
     device: str | None = None
-    tile: int = 1024
-    dense: bool = False
-    passes: int = 1
-    flips: int = 1
-    snap: bool = False
+    settings: RefineSettings = field(default_factory=RefineSettings)
     mode: str = NEW
     dtype: Any = np.uint8
     snapshot: np.ndarray | None = None  # in place: the layer's data when the run started
@@ -77,8 +74,7 @@ def run_refine(req: RefineRequest, report: Callable = lambda d, t, i=None: None,
             raise L.LayerError(f"label {i} does not occur in '{req.source_name}': pick an id that is "
                                f"painted (or choose 'all ids')")
     labels = ids[0] if len(ids) == 1 else (ids or "all")
-    result = api.refine(req.image, coarse, model=req.model, device=req.device, tile=req.tile,
-                        dense=req.dense, passes=req.passes, flips=req.flips, snap=req.snap,
+    result = api.refine(req.image, coarse, req.settings, model=req.model, device=req.device,
                         labels=labels,
                         progress=lambda d, t: report(d, t),
                         cancel=cancelled)

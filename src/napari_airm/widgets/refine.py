@@ -13,6 +13,7 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, Label, Pr
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
+from ..engine.settings import RefineSettings
 from . import _layers as L
 from ._models import OTHER, check_model_folder, registry
 from ._refine_job import IN_PLACE, NEW, RefineRequest, RefineResult, run_refine
@@ -44,6 +45,14 @@ class RefineWidget(JobControls, QWidget):
                                    orientation="horizontal")
         self.form = Container(widgets=[self.image, self.coarse, self.which, self.model,
                                        self.model_folder, self.device, self.output])
+        self.reach = SpinBox(label="reach (px)", min=0, max=100000, value=0,
+                             tooltip="how far the boundary may move from the coarse one; outside "
+                                     "it the coarse mask stays exactly as drawn. 0 = automatic: a "
+                                     "share of the image size, at most half of each object's "
+                                     "local thickness")
+        self.solve = CheckBox(text="exact boundary (graph cut at full resolution)", value=True,
+                              tooltip="the final boundary follows image edges: the network's "
+                                      "probability, colour models and contrast, solved by min-cut")
         self.tile = SpinBox(label="tile size", min=256, max=8192, step=256, value=1024,
                             tooltip="full-resolution tile edge in pixels (memory grows with it)")
         self.dense = CheckBox(text="dense: decode every pixel (slower; default decodes only the "
@@ -57,12 +66,8 @@ class RefineWidget(JobControls, QWidget):
                                        ("4 flips (4x time)", 4)],
                               tooltip="average the model over mirrored views of every tile: "
                                       "+0.1 to +0.8 mBA on DUTS val photos")
-        self.snap = CheckBox(text="snap boundaries to image edges", value=False,
-                             tooltip="a guided filter moves each refined boundary onto the image "
-                                     "edge when it lies within about a pixel of one: +0.5 to "
-                                     "+0.6 mBA on DUTS val photos; ramps are left alone")
-        self.advanced = Container(widgets=[self.tile, self.passes, self.flips, self.snap,
-                                           self.dense])
+        self.advanced = Container(widgets=[self.reach, self.solve, self.tile, self.passes,
+                                           self.flips, self.dense])
         self.run_button = PushButton(text="Refine")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.start_button = self.run_button
@@ -112,6 +117,12 @@ class RefineWidget(JobControls, QWidget):
             self.status.value = f"new model available: {list(registered)[-1]}"
 
     # -- run -----------------------------------------------------------------------------------
+    def settings(self) -> RefineSettings:
+        """The Advanced choices as the engine's settings (everything else stays default)."""
+        return RefineSettings(reach=int(self.reach.value) or "auto", solve=bool(self.solve.value),
+                              tile=int(self.tile.value), dense=bool(self.dense.value),
+                              passes=int(self.passes.value), flips=int(self.flips.value))
+
     def make_request(self) -> RefineRequest:
         """Check the choices and collect what the worker needs (a clear error otherwise)."""
         from napari.layers import Image, Labels, Shapes
@@ -127,9 +138,7 @@ class RefineWidget(JobControls, QWidget):
             model = check_model_folder(self.model_folder.value)
         elif model is not None:
             model = check_model_folder(model)
-        req = RefineRequest(image=L.level0(image), model=model, tile=int(self.tile.value),
-                            dense=bool(self.dense.value), passes=int(self.passes.value),
-                            flips=int(self.flips.value), snap=bool(self.snap.value),
+        req = RefineRequest(image=L.level0(image), model=model, settings=self.settings(),
                             mode=self.output.value,
                             device=None if self.device.value == "auto" else self.device.value,
                             source_name=coarse.name,
