@@ -23,15 +23,16 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from .errors import InputError
 
-# Automatic reach (chosen on DUTS val, docs/performance.md "Trust region and boundary solve"):
-REACH_SHARE = 1 / 40  # of the mean image side: 9 px at 350 px, 73 px for a 3504×2336 photo
+# Automatic reach (chosen on DUTS val by the rule in docs/performance.md, "Trust region and
+# boundary solve"; the table that chose them is docs/tuning/grid3.md):
+REACH_SHARE = 0.1  # of the mean image side: 35 px at 350 px, 292 px for a 3504×2336 photo
 REACH_MIN = 3  # pixels: even a small image's boundary may move this far
-CORE_RULE = "local"  # "local": the thickness where the boundary is; "component": the object's inradius
+CORE_RULE = "component"  # "component": each object's (and gap's) inradius; "local": the thickness where the boundary is
 CORE_SHARE = 0.5  # at most half the local inradius of the object / the gap on either side
+CORE_MAX = 32  # pixels: objects and gaps with a larger inradius are not capped (bounds the halo)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ class Reach:
     @property
     def ceiling(self) -> int:
         """Inradius above which the object cap no longer binds (pixels)."""
-        return math.ceil(self.radius / self.core_share) + 1 if self.core_share else 0
+        if not self.core_share:
+            return 0
+        return min(math.ceil(self.radius / self.core_share) + 1, CORE_MAX)
 
     @property
     def halo(self) -> int:
@@ -65,16 +68,16 @@ class Reach:
         # each pixel takes the smaller cap of the nearest boundary pixel on either side
         cap = np.full(fg.shape, np.float32(self.radius))
         if CORE_RULE == "component":
-            for side, mask in ((d_in, fg), (d_out, 1 - fg)):
-                n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-                inradius = ndimage.maximum(side, labels, np.arange(n)) if n > 1 else np.zeros(1)
-                comp_cap = self.core_share * np.asarray(inradius, np.float32)
-                comp_cap[0] = np.inf
-                edge = (side > 0) & (side < 1.5)
-                _, nearest = cv2.distanceTransformWithLabels((~edge).astype(np.uint8), cv2.DIST_L2, 5,
-                                                             labelType=cv2.DIST_LABEL_PIXEL)
-                side_cap = np.concatenate([[0], comp_cap[labels[edge]]]).astype(np.float32)
-                np.minimum(cap, side_cap[nearest], out=cap)
+            # each pixel: the components nearest to it on either side (its own included), each
+            # capped at CORE_SHARE of its inradius; one labelled distance transform per side
+            for side, zeros in ((d_in, 1 - fg), (d_out, fg)):
+                _, nearest = cv2.distanceTransformWithLabels(zeros, cv2.DIST_L2, 3,
+                                                             labelType=cv2.DIST_LABEL_CCOMP)
+                own = zeros == 0  # pixels of this side's components
+                inradius = np.zeros(int(nearest.max()) + 1, np.float32)
+                np.maximum.at(inradius, nearest[own], side[own])
+                comp_cap = np.where(inradius >= self.ceiling, np.inf, self.core_share * inradius)
+                np.minimum(cap, comp_cap.astype(np.float32)[nearest], out=cap)
             return near & (dist <= cap)
         for side in (d_in, d_out):
             edge = (side > 0) & (side < 1.5)
@@ -85,7 +88,9 @@ class Reach:
             thickness = cv2.dilate(t_map, np.ones((5, 5), np.uint8))[edge]
             _, nearest = cv2.distanceTransformWithLabels((~edge).astype(np.uint8), cv2.DIST_L2, 5,
                                                          labelType=cv2.DIST_LABEL_PIXEL)
-            side_cap = np.concatenate([[0], self.core_share * thickness]).astype(np.float32)
+            # at the ceiling the structure is thick: the reach alone limits it
+            capped = np.where(thickness >= self.ceiling, np.inf, self.core_share * thickness)
+            side_cap = np.concatenate([[0], capped]).astype(np.float32)
             np.minimum(cap, side_cap[nearest], out=cap)
         return near & (dist <= cap)
 

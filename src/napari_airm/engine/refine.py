@@ -35,7 +35,7 @@ from .reach import Reach, resolve_reach
 from .schedule import Box, Plan, band_mask, decode_pitch, is_uniform, make_plan, resample
 from .settings import RefineSettings
 from .snap import snap_to_edges
-from .solve import solve_boundary
+from .solve import network_trust, solve_boundary
 from .source import ImageSource, MaskSource
 
 FINISH_HALO = 32  # pixels around a tile that the boundary solve also sees, so tiles agree
@@ -69,6 +69,7 @@ class BinaryRefiner:
         self.tile, self.global_side = settings.tile, settings.global_side
         self.context, self.global_band = context, global_band
         self.autocast = device.type == "cuda"
+        self.trust = 1.0  # how far the network's vote counts (``network_trust``), per run
 
     def plan(self, height: int, width: int) -> Plan:
         return make_plan(height, width, self.tile, self.global_side, self.context, self.global_band)
@@ -87,12 +88,14 @@ class BinaryRefiner:
         self._done, self._progress, self._cancel = 0, progress, cancel
         self._check(cancel)
         g_prob, g_box, weights = self._global_stage(image, read_mask, plan)
+        trust = self.trust  # judged against the given mask, not a later pass's input
         self._advance(1)
         for _ in range(global_runs - 1):  # later passes refine the thresholded previous result
             self._check(cancel)
             previous = MaskSource.wrap((g_prob[0, 0] > 0.5).cpu().numpy())  # pitch 1 from (0, 0)
             g_prob, g_box, weights = self._global_stage(image, previous.read, plan)
             self._advance(1)
+        self.trust = trust
         if full_res_global:
             g_np = g_prob[0, 0].float().cpu().numpy()
             for tile in plan.tiles():
@@ -179,9 +182,10 @@ class BinaryRefiner:
         else:
             given, allowed = self._read_mask(win) > 0.5, None
         if self.solve:
-            final = solve_boundary(image.read(win), p, given, allowed)
+            final = solve_boundary(image.read(win), p, given, allowed, trust=self.trust)
         else:
-            final = np.where(allowed, p > 0.5, given)
+            vote = self.trust * p + (1 - self.trust) * given
+            final = vote > 0.5 if allowed is None else np.where(allowed, vote > 0.5, given)
         return final[tile[0] - win[0]:tile[1] - win[0], tile[2] - win[2]:tile[3] - win[2]]
 
     # -- stages -----------------------------------------------------------------------------
@@ -193,6 +197,7 @@ class BinaryRefiner:
         rgb_e = torch.empty(1, 3, gh, gw)
         mask_e = torch.empty(1, 1, gh, gw)
         rgb_d = torch.empty(1, 3, gh * p // d, gw * p // d)
+        given_d = torch.empty(1, 1, gh * p // d, gw * p // d)
         step = max(p, (GLOBAL_READ_BLOCK // p) * p)  # blocks of whole global pixels
         for y in range(0, gh * p, step):
             for x in range(0, gw * p, step):
@@ -202,10 +207,12 @@ class BinaryRefiner:
                 rgb_e[..., b[0] // p:b[1] // p, b[2] // p:b[3] // p] = _pool(img, p)
                 mask_e[..., b[0] // p:b[1] // p, b[2] // p:b[3] // p] = _pool(m, p)
                 rgb_d[..., b[0] // d:b[1] // d, b[2] // d:b[3] // d] = _pool(img, d)
+                given_d[..., b[0] // d:b[1] // d, b[2] // d:b[3] // d] = _pool(m, d)
         rgb_e, mask_e, rgb_d = rgb_e.to(self.device), mask_e.to(self.device), rgb_d.to(self.device)
         coarse_d = resample(mask_e, box, p, box, d).clamp_(0, 1)
         radius = max(plan.global_band, plan.band_radius(p, d))
         prob, weights = self._predict(rgb_e, mask_e, rgb_d, coarse_d, radius, None)
+        self.trust = network_trust(prob[0, 0].float().cpu().numpy() > 0.5, given_d[0, 0].numpy() > 0.5)
         return self._snap(prob, rgb_d, d), box, weights
 
     def _stage(self, image: ImageSource, plan: Plan, tile: Box, e: int, prev, weights,
