@@ -188,7 +188,10 @@ def _engine_options(args):
     from .engine.settings import RefineSettings
 
     reach = None if args.reach == "none" else args.reach
-    return RefineSettings(reach=reach, solve=not args.no_solve, tile=args.tile, dense=args.dense,
+    from .engine.settings import ROUGH_KEEP
+
+    return RefineSettings(reach=reach, solve=not args.no_solve,
+                          keep=ROUGH_KEEP if args.rough else None, tile=args.tile, dense=args.dense,
                           passes=args.passes, flips=args.flips, snap=args.snap)
 
 
@@ -566,6 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "'none': no limit, the network alone decides)")
     engine.add_argument("--no-solve", action="store_true",
                         help="threshold the network instead of the full-resolution boundary solve")
+    engine.add_argument("--rough", action="store_true",
+                        help="the coarse mask is rough: let the boundary solve follow the network "
+                             "and the image instead of keeping the given boundary (the default "
+                             "keeps a good mask good)")
     engine.add_argument("--tile", type=_positive_int, default=1024, metavar="N",
                         help="tile side in pixels (memory bound; default 1024)")
     engine.add_argument("--dense", action="store_true",

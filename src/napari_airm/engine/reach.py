@@ -128,6 +128,47 @@ def _climb(d: np.ndarray, edge: np.ndarray, ceiling: int) -> np.ndarray:
     return np.minimum(value, np.float32(ceiling))
 
 
+class ReachMap:
+    """The ``allowed`` map of a whole image, computed on a fixed lattice of BLOCK-pixel blocks
+    (each with ``Reach.halo`` of context) and cached: whatever the tiling, every tile sees the
+    same map, and each block is computed once however many tiles read it."""
+
+    BLOCK = 2048
+    CACHED = 4  # blocks kept (a row of level-0 tiles reads at most a few at a time)
+
+    def __init__(self, reach: Reach, read_given, height: int, width: int):
+        self.reach, self.read_given = reach, read_given
+        self.height, self.width = height, width
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def allowed(self, box) -> np.ndarray:
+        y0, y1, x0, x1 = box
+        out = np.zeros((y1 - y0, x1 - x0), bool)
+        b = self.BLOCK
+        for by in range(y0 // b, (y1 - 1) // b + 1):
+            for bx in range(x0 // b, (x1 - 1) // b + 1):
+                block = self._block(by, bx)
+                cy0, cx0 = by * b, bx * b
+                iy0, iy1 = max(y0, cy0), min(y1, cy0 + block.shape[0])
+                ix0, ix1 = max(x0, cx0), min(x1, cx0 + block.shape[1])
+                out[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = block[iy0 - cy0:iy1 - cy0, ix0 - cx0:ix1 - cx0]
+        return out
+
+    def _block(self, by: int, bx: int) -> np.ndarray:
+        key = (by, bx)
+        if key not in self._cache:
+            b, h = self.BLOCK, self.reach.halo
+            core = (by * b, min(self.height, (by + 1) * b), bx * b, min(self.width, (bx + 1) * b))
+            outer = (max(0, core[0] - h), min(self.height, core[1] + h),
+                     max(0, core[2] - h), min(self.width, core[3] + h))
+            given = np.asarray(self.read_given(outer)) > 0.5
+            allowed = self.reach.allowed(given)
+            self._cache[key] = allowed[core[0] - outer[0]:core[1] - outer[0], core[2] - outer[2]:core[3] - outer[2]]
+            while len(self._cache) > self.CACHED:
+                self._cache.pop(next(iter(self._cache)))
+        return self._cache[key]
+
+
 def default_reach(height: int, width: int) -> Reach:
     """The automatic reach for an image of this size (see REACH_SHARE, CORE_SHARE)."""
     return Reach(max(REACH_MIN, round(REACH_SHARE * (height + width) / 2)), CORE_SHARE)

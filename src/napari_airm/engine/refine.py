@@ -31,11 +31,11 @@ from ..model.airm import AIRM, block_order
 from ..model.fuse import inference_copy
 from .errors import Cancelled, InputError
 from .labels import refine_labels, scan_mask
-from .reach import Reach, resolve_reach
+from .reach import Reach, ReachMap, resolve_reach
 from .schedule import Box, Plan, band_mask, decode_pitch, is_uniform, make_plan, resample
 from .settings import RefineSettings
 from .snap import snap_to_edges
-from .solve import network_trust, solve_boundary
+from .solve import SolveWeights, network_trust, solve_boundary
 from .source import ImageSource, MaskSource
 
 FINISH_HALO = 32  # pixels around a tile that the boundary solve also sees, so tiles agree
@@ -66,6 +66,7 @@ class BinaryRefiner:
         self.device, self.dense, self.passes = device, settings.dense, settings.passes
         self.anchor, self.snap, self.solve = settings.anchor, settings.snap, settings.solve
         self.reach = reach
+        self.solve_weights = SolveWeights() if settings.keep is None else SolveWeights(given=settings.keep)
         self.tile, self.global_side = settings.tile, settings.global_side
         self.context, self.global_band = context, global_band
         self.autocast = device.type == "cuda"
@@ -82,6 +83,7 @@ class BinaryRefiner:
             cancel: Callable[[], bool] | None = None) -> None:
         plan = self.plan(height, width)
         self._read_mask, self._shape = read_mask, (height, width)
+        self._reach_map = ReachMap(self.reach, read_mask, height, width) if self.reach else None
         full_res_global = not plan.stage_pitches  # the global stage decodes full resolution
         global_runs = self.passes if full_res_global else 1
         self._total = len(plan.tiles()) + global_runs
@@ -173,16 +175,11 @@ class BinaryRefiner:
         win = (max(win[0], prob_box[0]), min(win[1], prob_box[1]),
                max(win[2], prob_box[2]), min(win[3], prob_box[3]))
         p = prob[win[0] - prob_box[0]:win[1] - prob_box[0], win[2] - prob_box[2]:win[3] - prob_box[2]]
-        if self.reach is not None:
-            outer = self._around(win, self.reach.halo)
-            given_outer = self._read_mask(outer) > 0.5
-            inner = (slice(win[0] - outer[0], win[1] - outer[0]), slice(win[2] - outer[2], win[3] - outer[2]))
-            allowed = self.reach.allowed(given_outer)[inner]
-            given = given_outer[inner]
-        else:
-            given, allowed = self._read_mask(win) > 0.5, None
+        given = self._read_mask(win) > 0.5
+        allowed = self._reach_map.allowed(win) if self.reach is not None else None
         if self.solve:
-            final = solve_boundary(image.read(win), p, given, allowed, trust=self.trust)
+            final = solve_boundary(image.read(win), p, given, allowed, self.solve_weights,
+                                   trust=self.trust)
         else:
             vote = self.trust * p + (1 - self.trust) * given
             final = vote > 0.5 if allowed is None else np.where(allowed, vote > 0.5, given)

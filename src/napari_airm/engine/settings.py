@@ -17,6 +17,9 @@ class RefineSettings:
         a whole number of pixels, or None for no trust region (the network alone, everywhere).
     solve: the final boundary is a full-resolution graph cut on the uncertain band
         (``engine/solve.py``); False thresholds the network's probability at ½.
+    keep: how strongly the cut keeps the given boundary (log-odds units; None: the measured
+        default ``solve.GIVEN``, which keeps a good mask good). Lower for rough masks: the
+        ``"rough"`` preset moves boundaries much more freely (docs/performance.md).
     tile: output tile side in pixels (bounds memory). dense: decode every pixel of every tile
         (the reference the fast path is tested against). passes: refine the result again.
     flips: average the network over 1, 2 or 4 mirrored views. snap: the older guided-filter
@@ -27,6 +30,7 @@ class RefineSettings:
 
     reach: int | str | None = "auto"
     solve: bool = True
+    keep: float | None = None
     tile: int = 1024
     dense: bool = False
     passes: int = 1
@@ -43,6 +47,9 @@ class RefineSettings:
             raise InputError(f"tile must be a multiple of 16 and at least 64, got {self.tile!r}")
         if isinstance(self.passes, bool) or int(self.passes) != self.passes or self.passes < 1:
             raise InputError(f"passes must be a whole number of at least 1, got {self.passes!r}")
+        if self.keep is not None and not (isinstance(self.keep, (int, float)) and not isinstance(self.keep, bool)
+                                          and 0 <= self.keep < float("inf")):
+            raise InputError(f"keep must be a number >= 0 (or None for the default), got {self.keep!r}")
         if self.flips not in (1, 2, 4):
             raise InputError(f"flips must be one of [1, 2, 4], got {self.flips!r}")
 
@@ -55,8 +62,12 @@ class RefineSettings:
         return dataclasses.replace(self, **changes) if changes else self
 
 
+ROUGH_KEEP = 1.0  # docs/tuning/grid2.md: DUTS val perturbed 91.70 / 69.08 against 87.84 / 63.32
+
 PRESETS = {
     "default": RefineSettings(),
     # the network alone: no trust region, no boundary solve (the paper's kind of numbers)
     "network": RefineSettings(reach=None, solve=False),
+    # a rough mask: the cut follows the network and the image far more than the given boundary
+    "rough": RefineSettings(keep=ROUGH_KEEP),
 }
