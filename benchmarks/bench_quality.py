@@ -74,16 +74,17 @@ MODES = PACKAGE_MODES + coarse_masks.MODES
 DEFAULT_MODES = ("perturb", "lowres")
 GOOD_MASK_MODES = ("gt", "downup4")
 GOOD_MASK_TOLERANCE = 0.5  # IoU points a refined near-perfect mask may lose (issue 13)
-METHODS = ("coarse", "grabcut", "model-raw", "model-reach", "model")
+METHODS = ("coarse", "grabcut", "model-raw", "model-reach", "model-rough", "model")
 # Keywords each model variant passes to refine(); the engine's defaults otherwise. Passed only
 # when a variant needs them, so `model` runs on engines that do not know them yet.
 MODEL_VARIANTS: dict[str, dict] = {
     "model-raw": {"reach": None, "solve": False},
     "model-reach": {"reach": "auto", "solve": False},
+    "model-rough": {"keep": 1.0},  # the "rough" preset (engine.settings.ROUGH_KEEP)
     "model": {},
 }
 VARIANT_LABELS = {"model-raw": "no trust region, no solve", "model-reach": "trust region, no solve",
-                  "model": "defaults"}
+                  "model-rough": "preset rough (keep=1)", "model": "defaults"}
 
 
 def _seed(*parts) -> int:
@@ -414,9 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _refine_keywords() -> set[str]:
+    """What ``napari_airm.refine`` accepts: its parameters and, where it takes ``**options``,
+    the fields of the engine's settings object."""
+    import dataclasses
+
     from napari_airm import api
 
-    return set(inspect.signature(api.refine).parameters)
+    known = set(inspect.signature(api.refine).parameters)
+    settings = getattr(api, "RefineSettings", None)
+    if settings is not None:
+        known |= {f.name for f in dataclasses.fields(settings)}
+    return known
 
 
 def main(argv=None) -> int:
