@@ -233,16 +233,18 @@ def test_flip_averaging_is_mirror_symmetric(busy_model):
     is computed and averaged, whichever way the image comes in."""
     image, _, coarse = scene(160, 192, seed=9)
 
+    network = dict(device=CPU, reach=None, solve=False)  # flip averaging is the network's
+
     def mirrored(axes, flips):
         f = lambda a: np.ascontiguousarray(np.flip(a, axes))  # noqa: E731
-        return f(refine_array(f(image), f(coarse), busy_model, device=CPU, flips=flips))
+        return f(refine_array(f(image), f(coarse), busy_model, flips=flips, **network))
 
-    plain = refine_array(image, coarse, busy_model, device=CPU)
+    plain = refine_array(image, coarse, busy_model, **network)
     assert (mirrored((1,), 1) != plain).any(), "the test model must not be symmetric by itself"
-    two = refine_array(image, coarse, busy_model, device=CPU, flips=2)
+    two = refine_array(image, coarse, busy_model, flips=2, **network)
     np.testing.assert_array_equal(mirrored((1,), 2), two)
     assert (two != plain).any()
-    four = refine_array(image, coarse, busy_model, device=CPU, flips=4)
+    four = refine_array(image, coarse, busy_model, flips=4, **network)
     for axes in ((0,), (1,), (0, 1)):
         np.testing.assert_array_equal(mirrored(axes, 4), four)
 
