@@ -270,15 +270,21 @@ async def _pending_tasks() -> int:
 # ----------------------------------------------------------------------------- refine-many (11)
 
 
-def test_refine_many_advises_no_option_it_lacks(files):
+def test_refine_many_keeps_existing_outputs_unless_told_and_accepts_overwrite(files, monkeypatch):
+    from napari_airm import api, cli
     from napari_airm.engine.batch import refine_files
 
     (files / "out").mkdir()
     (files / "out" / "img.png").write_bytes(b"earlier result")
     with pytest.raises(FileExistsError) as info:
         refine_files([(files / "img.png", files / "mask.png")], files / "out")
-    assert "--overwrite" not in str(info.value) and "remove them" in str(info.value)
+    assert "--overwrite" in str(info.value)
     assert (files / "out" / "img.png").read_bytes() == b"earlier result"
+    seen = {}
+    monkeypatch.setattr(api, "refine_many", lambda pairs, out, settings=None, **kw: seen.update(kw) or [])
+    assert cli.main(["refine-many", str(files / "img.png"), str(files / "mask.png"), "-o",
+                     str(files / "out"), "--overwrite"]) == 0
+    assert seen["overwrite"] is True
 
 
 def test_refine_many_bad_input_is_one_error_and_no_worker_log(files, model_dir, monkeypatch):

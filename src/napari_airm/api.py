@@ -94,12 +94,13 @@ def as_settings(settings: RefineSettings | str | None) -> RefineSettings:
 
 def refine_many(pairs, out_dir: str | os.PathLike, settings: RefineSettings | str | None = None, *,
                 model: str | os.PathLike | None = None, scheduler: str | None = None,
-                device: str | None = None, **options) -> list[Path]:
-    """Refine many (image, mask) file pairs as dask.distributed tasks; returns the output files."""
+                device: str | None = None, overwrite: bool = False, **options) -> list[Path]:
+    """Refine many (image, mask) file pairs as dask.distributed tasks; returns the output files.
+    Existing outputs are refused unless ``overwrite`` (each is replaced atomically)."""
     from .engine.batch import refine_files
 
     return refine_files(pairs, out_dir, model=model, scheduler=scheduler, device=device,
-                        settings=as_settings(settings).replace(**options))
+                        overwrite=overwrite, settings=as_settings(settings).replace(**options))
 
 
 def evaluate(preds, gts, coarse=None, names: list[str] | None = None) -> dict[str, Any]:

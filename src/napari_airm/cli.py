@@ -524,7 +524,7 @@ def cmd_refine_many(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     outputs = refine_many(pairs, out_dir, _engine_options(args), model=_check_model(args.model),
-                          scheduler=args.scheduler, device=args.device)
+                          scheduler=args.scheduler, device=args.device, overwrite=args.overwrite)
     for p in outputs:
         print(p)
     print(f"refined {len(outputs)} of {len(pairs)} image(s) into {out_dir} in "
@@ -675,6 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the results")
         p.add_argument("--scheduler", metavar="ADDRESS",
                        help="dask scheduler address, e.g. tcp://host:8786 (default: a local cluster)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace outputs that already exist (each atomically)")
         p.set_defaults(func=cmd_refine_many)
 
     p = sub.add_parser("bench", parents=[common], help="speed and memory of the engine",

@@ -87,7 +87,8 @@ def refine_files(pairs: Iterable[tuple[str, str]], out_dir: str | os.PathLike, *
     existing = [p for p in outputs if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} already exists ({len(existing)} outputs exist); "
-                              "remove them or choose another output folder")
+                              "pass overwrite=True (--overwrite) to replace them, or choose another "
+                              "output folder")
     model_arg = str(model) if model is not None else None
     cluster = None
     if scheduler is None:
