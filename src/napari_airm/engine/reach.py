@@ -71,6 +71,8 @@ class Reach:
             # each pixel: the components nearest to it on either side (its own included), each
             # capped at CORE_SHARE of its inradius; one labelled distance transform per side
             for side, zeros in ((d_in, 1 - fg), (d_out, fg)):
+                if not _has_thin_component(side, zeros, self.ceiling):
+                    continue  # nothing on this side to protect: the reach alone limits it
                 _, nearest = cv2.distanceTransformWithLabels(zeros, cv2.DIST_L2, 3,
                                                              labelType=cv2.DIST_LABEL_CCOMP)
                 own = zeros == 0  # pixels of this side's components
@@ -93,6 +95,18 @@ class Reach:
             side_cap = np.concatenate([[0], capped]).astype(np.float32)
             np.minimum(cap, side_cap[nearest], out=cap)
         return near & (dist <= cap)
+
+
+def _has_thin_component(side: np.ndarray, zeros: np.ndarray, ceiling: int) -> bool:
+    """Whether any component of this side (the pixels where ``zeros`` is 0) has an inradius
+    below ``ceiling`` — the cheap test that lets most windows skip the labelled transforms."""
+    own = zeros == 0
+    n, labels = cv2.connectedComponents(own.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return False
+    inradius = np.zeros(n, np.float32)
+    np.maximum.at(inradius, labels[own], side[own])
+    return bool((inradius[1:] < ceiling).any())
 
 
 CLIMB_GAIN = 0.3  # along a normal the distance grows by the step's length, along a ridge far less
