@@ -219,12 +219,15 @@ def test_advanced_choices_reach_the_engine_as_its_settings(make_napari_viewer, q
     napari_airm.refine(..., reach=6, solve=False, passes=2, flips=2) gives; the defaults are
     the API's."""
     from napari_airm import api
-    from napari_airm.engine.settings import RefineSettings
+    from napari_airm.engine.settings import PRESETS, RefineSettings
 
     viewer = make_napari_viewer()
     widget, coarse, _ = open_refine(viewer, small=(256, 320))
     use_model(widget, bundled_model)
     assert widget.settings() == RefineSettings(tile=256), "the widget's defaults are the API's"
+    widget.rough.value = True
+    assert widget.settings().keep == PRESETS["rough"].keep
+    widget.rough.value = False
     widget.reach.value = 6
     widget.solve.value = False
     widget.passes.value = 2

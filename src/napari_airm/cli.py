@@ -312,6 +312,9 @@ def cmd_demo(args) -> int:
           f"model load {t_model:.1f} s; sample generation {t_sample:.1f} s")
     print(f"refined mask: {files['refined']}")
     print(f"also written: {files['image']}, {files['coarse']}, {files['ground_truth']}")
+    if not args.rough:
+        print("note: the default keeps the given boundary unless the model is sure (a good mask "
+              "stays good); this sample's coarse mask is rough: add --rough to let boundaries move")
     if args.json:
         _write_json(args.json, {**report, "size": [h, w], "seed": args.seed, "device": str(device),
                                 "seconds": {"refine": t_refine, "model_load": t_model,

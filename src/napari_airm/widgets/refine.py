@@ -13,7 +13,7 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, Label, Pr
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ..engine.settings import RefineSettings
+from ..engine.settings import ROUGH_KEEP, RefineSettings
 from . import _layers as L
 from ._models import OTHER, check_model_folder, registry
 from ._refine_job import IN_PLACE, NEW, RefineRequest, RefineResult, run_refine
@@ -43,8 +43,12 @@ class RefineWidget(JobControls, QWidget):
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.output = RadioButtons(label="output", choices=[NEW, IN_PLACE], value=NEW,
                                    orientation="horizontal")
+        self.rough = CheckBox(text="the coarse mask is rough (move boundaries freely)", value=False,
+                              tooltip="off: a good mask stays good (the given boundary is kept "
+                                      "unless the model is sure); on: the boundary follows the "
+                                      "model and the image edges (the 'rough' preset)")
         self.form = Container(widgets=[self.image, self.coarse, self.which, self.model,
-                                       self.model_folder, self.device, self.output])
+                                       self.model_folder, self.device, self.output, self.rough])
         self.reach = SpinBox(label="reach (px)", min=0, max=100000, value=0,
                              tooltip="how far the boundary may move from the coarse one; outside "
                                      "it the coarse mask stays exactly as drawn. 0 = automatic: a "
@@ -120,7 +124,7 @@ class RefineWidget(JobControls, QWidget):
     def settings(self) -> RefineSettings:
         """The Advanced choices as the engine's settings (everything else stays default)."""
         return RefineSettings(reach=int(self.reach.value) or "auto", solve=bool(self.solve.value),
-                              tile=int(self.tile.value), dense=bool(self.dense.value),
+                              keep=ROUGH_KEEP if self.rough.value else None, tile=int(self.tile.value), dense=bool(self.dense.value),
                               passes=int(self.passes.value), flips=int(self.flips.value))
 
     def make_request(self) -> RefineRequest:
