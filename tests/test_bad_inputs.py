@@ -479,3 +479,19 @@ def test_temporary_files_of_a_running_process_are_kept(files):
     other.write_bytes(b"x")
     assert io_utils.clean_leftovers(files / "out.png") == []
     assert live.exists() and other.exists()
+
+
+def test_a_failing_device_leaves_the_callers_model_where_it_was(model):
+    """Issue 15, item 6: refine works on its own copy; a call that fails on another device
+    neither moves nor breaks the caller's model."""
+    import torch
+
+    from napari_airm import api
+
+    image, coarse = scene()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(Exception):
+        api.refine(image, coarse, model=model, device="meta")
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert api.refine(image, coarse, model=model, device="cpu").shape == coarse.shape
