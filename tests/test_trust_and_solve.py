@@ -213,3 +213,23 @@ def test_settings_carry_every_option_and_refuse_unknown_ones():
         RefineSettings().replace(tiles=3)
     with pytest.raises(InputError, match="tile"):
         RefineSettings(tile=100)
+
+
+def test_a_network_out_of_its_domain_is_not_asked_and_the_mask_is_kept(wild_model, monkeypatch):
+    """When the global stage's mask disagrees with the given one as a whole (network trust 0,
+    e.g. HRF vessels for a photo model), the tile stages are skipped, the user is told, and the
+    given mask comes back (the cut keeps it: colour alone cannot outweigh the pull)."""
+    from napari_airm.engine import refine as engine
+    from napari_airm.engine.solve import network_trust
+
+    img, gt, sloppy = blobs(448, 576)
+    assert network_trust(np.zeros_like(gt), gt) == 0.0 and network_trust(gt, gt) == 1.0
+    monkeypatch.setattr(engine, "network_trust", lambda net, given: 0.0)
+    stages = []
+    real_stage = engine.BinaryRefiner._stage
+    monkeypatch.setattr(engine.BinaryRefiner, "_stage",
+                        lambda self, *a, **k: stages.append(1) or real_stage(self, *a, **k))
+    with pytest.warns(UserWarning, match="disagrees with the given mask"):
+        out = refine_array(img, sloppy, wild_model, device=CPU, global_side=96, tile=128)
+    assert not stages
+    np.testing.assert_array_equal(out, sloppy)

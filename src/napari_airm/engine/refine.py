@@ -21,6 +21,7 @@ Memory depends on the tile size and ``global_side``, never on the image size.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterable
 
 import numpy as np
@@ -98,6 +99,9 @@ class BinaryRefiner:
             g_prob, g_box, weights = self._global_stage(image, previous.read, plan)
             self._advance(1)
         self.trust = trust
+        if trust == 0.0 and (self.reach is not None or self.solve) and not full_res_global:
+            self._without_network(image, plan, write)
+            return
         if full_res_global:
             g_np = g_prob[0, 0].float().cpu().numpy()
             for tile in plan.tiles():
@@ -107,6 +111,21 @@ class BinaryRefiner:
             return
         whole = (0, plan.height, 0, plan.width)
         self._level(image, plan, 0, whole, (g_prob, g_box, plan.global_decode_pitch), weights, write)
+
+    def _without_network(self, image: ImageSource, plan: Plan, write) -> None:
+        """The network is out of its domain here (``network_trust`` is 0: its global mask and
+        the given one disagree as a whole), so its vote counts for nothing and its tile stages
+        are skipped: every tile is decided by the given mask and the image alone."""
+        warnings.warn("the model's reading of this image disagrees with the given mask as a whole, "
+                      "so its vote is dropped: the mask is kept except where the image's edges say "
+                      "otherwise (fine-tune on your corrected masks to refine images like this)",
+                      UserWarning, stacklevel=4)
+        for tile in plan.tiles():
+            self._check(self._cancel)
+            box = self._around(tile, FINISH_HALO)
+            given = np.asarray(self._read_mask(box), dtype=np.float32)
+            write(tile, self._finish(image, tile, given, box))
+            self._advance(1)
 
     def _level(self, image, plan: Plan, level: int, parent: Box, prev, weights, write) -> None:
         """Process the tiles of tile-local stage ``level`` inside ``parent``: skip those far from
