@@ -30,6 +30,7 @@ from .errors import InputError
 # boundary solve"; the table that chose them is docs/tuning/grid3.md):
 REACH_SHARE = 0.1  # of the mean image side: 35 px at 350 px, 292 px for a 3504×2336 photo
 REACH_MIN = 3  # pixels: even a small image's boundary may move this far
+REACH_MAX = 256  # pixels: bounds the context a block needs, so memory never grows with the image
 CORE_RULE = "component"  # "component": each object's (and gap's) inradius; "local": the thickness where the boundary is
 CORE_SHARE = 0.5  # at most half the local inradius of the object / the gap on either side
 CORE_MAX = 32  # pixels: objects and gaps with a larger inradius are not capped (bounds the halo)
@@ -184,8 +185,10 @@ class ReachMap:
 
 
 def default_reach(height: int, width: int) -> Reach:
-    """The automatic reach for an image of this size (see REACH_SHARE, CORE_SHARE)."""
-    return Reach(max(REACH_MIN, round(REACH_SHARE * (height + width) / 2)), CORE_SHARE)
+    """The automatic reach for an image of this size (REACH_SHARE of the mean side, within
+    REACH_MIN..REACH_MAX, capped per object by CORE_SHARE)."""
+    share = round(REACH_SHARE * (height + width) / 2)
+    return Reach(min(REACH_MAX, max(REACH_MIN, share)), CORE_SHARE)
 
 
 def resolve_reach(reach, height: int, width: int) -> Reach | None:
