@@ -15,7 +15,11 @@
    both) and averages the probabilities: test-time augmentation that cancels a directional
    lean of the network and averages its noise, for 2× or 4× the compute. ``snap=True`` passes
    every full-resolution decode through an edge-snapping guided filter (``snap.py``).
-3. Output is written tile by tile into ``out`` (numpy, zarr, anything with ``__setitem__``).
+3. The final decision, per output tile (``_finish``): the given mask outside the trust region
+   (``reach.py``), the full-resolution boundary solve inside it (``solve.py``), the network's
+   vote weighed by how far its global mask agrees with the given one (``network_trust``; none
+   at all, and no tile stages, when they disagree as a whole).
+4. Output is written tile by tile into ``out`` (numpy, zarr, anything with ``__setitem__``).
 
 Memory depends on the tile size and ``global_side``, never on the image size.
 """
