@@ -447,3 +447,24 @@ def test_average_writes_a_loadable_model_and_protects_an_existing_folder(model_d
     rc, _, err = run(["average", model_dir, "--out", tmp_path / "one"], capsys)
     assert_one_line_error(rc, err)
     assert "at least two" in err
+
+
+def test_engine_notes_are_one_line_on_stderr(files, model_dir, capsys, monkeypatch):
+    """A warning the engine raises for the user (e.g. a model out of its domain) is shown as
+    one 'napari-airm: note:' line, not a Python warning with a source line."""
+    import warnings
+
+    import napari_airm.api as api
+
+    real_refine = api.refine
+
+    def noisy(*a, **k):
+        warnings.warn("the model's reading of this image disagrees", UserWarning)
+        return real_refine(*a, **k)
+
+    monkeypatch.setattr(api, "refine", noisy)
+    rc, _, err = run(["refine", files / "img.png", files / "mask.png", "-o", files / "n.png",
+                      "--model", model_dir, "-q"], capsys)
+    assert rc == 0
+    assert "napari-airm: note: the model's reading of this image disagrees" in err
+    assert "UserWarning" not in err

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -717,6 +718,12 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``UserWarning`` from the engine (e.g. a model out of its domain) as one line on stderr."""
+    if issubclass(category, UserWarning):
+        print(f"{PROG}: note: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-airm`` command; returns the exit status."""
     parser = build_parser()
@@ -726,7 +733,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if not debug:  # the engine's notes to the user, as one line each
+                warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
