@@ -58,9 +58,7 @@ def capture(model, image, coarse) -> list:
     seen = []
 
     def recording_finish(self, image_src, tile, prob, prob_box):
-        win = self._around(tile, refine_mod.FINISH_HALO)
-        win = (max(win[0], prob_box[0]), min(win[1], prob_box[1]),
-               max(win[2], prob_box[2]), min(win[3], prob_box[3]))
+        win = self.finish_window(tile, prob_box)
         p = prob[win[0] - prob_box[0]:win[1] - prob_box[0], win[2] - prob_box[2]:win[3] - prob_box[2]]
         outer = self._around(win, self.reach.halo)
         seen.append((tile, win, outer, p.astype(np.float32).copy(), self._read_mask(outer) > 0.5,

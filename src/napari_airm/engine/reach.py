@@ -66,36 +66,42 @@ class Reach:
         near = dist <= self.radius
         if not self.core_share:
             return near
-        # each pixel takes the smaller cap of the nearest boundary pixel on either side
+        # each pixel takes the smaller cap of the nearest structure on either side
+        cap_of = _component_caps if CORE_RULE == "component" else _local_caps
         cap = np.full(fg.shape, np.float32(self.radius))
-        if CORE_RULE == "component":
-            # each pixel: the components nearest to it on either side (its own included), each
-            # capped at CORE_SHARE of its inradius; one labelled distance transform per side
-            for side, zeros in ((d_in, 1 - fg), (d_out, fg)):
-                if not _has_thin_component(side, zeros, self.ceiling):
-                    continue  # nothing on this side to protect: the reach alone limits it
-                _, nearest = cv2.distanceTransformWithLabels(zeros, cv2.DIST_L2, 3,
-                                                             labelType=cv2.DIST_LABEL_CCOMP)
-                own = zeros == 0  # pixels of this side's components
-                inradius = np.zeros(int(nearest.max()) + 1, np.float32)
-                np.maximum.at(inradius, nearest[own], side[own])
-                comp_cap = np.where(inradius >= self.ceiling, np.inf, self.core_share * inradius)
-                np.minimum(cap, comp_cap.astype(np.float32)[nearest], out=cap)
-            return near & (dist <= cap)
-        for side in (d_in, d_out):
-            edge = (side > 0) & (side < 1.5)
-            # a pixel's climb can stall on a corner of the digital boundary: take the largest
-            # thickness of the boundary pixels around it
-            t_map = np.zeros(fg.shape, np.float32)
-            t_map[edge] = _climb(side, edge, self.ceiling)
-            thickness = cv2.dilate(t_map, np.ones((5, 5), np.uint8))[edge]
-            _, nearest = cv2.distanceTransformWithLabels((~edge).astype(np.uint8), cv2.DIST_L2, 5,
-                                                         labelType=cv2.DIST_LABEL_PIXEL)
-            # at the ceiling the structure is thick: the reach alone limits it
-            capped = np.where(thickness >= self.ceiling, np.inf, self.core_share * thickness)
-            side_cap = np.concatenate([[0], capped]).astype(np.float32)
-            np.minimum(cap, side_cap[nearest], out=cap)
+        for side, zeros in ((d_in, 1 - fg), (d_out, fg)):
+            side_cap = cap_of(side, zeros, self.core_share, self.ceiling)
+            if side_cap is not None:
+                np.minimum(cap, side_cap, out=cap)
         return near & (dist <= cap)
+
+
+def _component_caps(side: np.ndarray, zeros: np.ndarray, share: float, ceiling: int):
+    """Per pixel: ``share`` of the inradius of the nearest component of this side (its own
+    included; ``zeros`` is 0 on the side's pixels), inf for components at least ``ceiling``
+    thick; None when no component is thinner (the common case, without labelled transforms)."""
+    if not _has_thin_component(side, zeros, ceiling):
+        return None
+    _, nearest = cv2.distanceTransformWithLabels(zeros, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)
+    own = zeros == 0
+    inradius = np.zeros(int(nearest.max()) + 1, np.float32)
+    np.maximum.at(inradius, nearest[own], side[own])
+    return np.where(inradius >= ceiling, np.inf, share * inradius).astype(np.float32)[nearest]
+
+
+def _local_caps(side: np.ndarray, zeros: np.ndarray, share: float, ceiling: int):
+    """The "local" rule (kept for the tuning grid): ``share`` of the thickness where the
+    nearest boundary pixel of this side is (``_climb``), inf at the ceiling."""
+    edge = (side > 0) & (side < 1.5)
+    # a pixel's climb can stall on a corner of the digital boundary: take the largest
+    # thickness of the boundary pixels around it
+    t_map = np.zeros(side.shape, np.float32)
+    t_map[edge] = _climb(side, edge, ceiling)
+    thickness = cv2.dilate(t_map, np.ones((5, 5), np.uint8))[edge]
+    _, nearest = cv2.distanceTransformWithLabels((~edge).astype(np.uint8), cv2.DIST_L2, 5,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+    capped = np.where(thickness >= ceiling, np.inf, share * thickness)
+    return np.concatenate([[0], capped]).astype(np.float32)[nearest]
 
 
 def _has_thin_component(side: np.ndarray, zeros: np.ndarray, ceiling: int) -> bool:
@@ -119,7 +125,6 @@ def _climb(d: np.ndarray, edge: np.ndarray, ceiling: int) -> np.ndarray:
     walk inwards while each step gains at least CLIMB_GAIN of its length in distance, i.e.
     along the boundary's normal, and stop on the medial axis. A thin branch next to a thick trunk stops
     on its own centre line (along the ridge, towards the trunk, d grows much slower)."""
-    h, w = d.shape
     pad = np.pad(d, 1)  # outside the window: distance 0, never climbed into
     ys, xs = np.nonzero(edge)
     ys, xs = ys + 1, xs + 1

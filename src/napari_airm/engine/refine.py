@@ -142,14 +142,13 @@ class BinaryRefiner:
         for tile in plan.tiles_within(parent, plan.level_tile(level)):
             self._check(self._cancel)
             outputs = plan.tiles_within(tile, plan.tile)
-            if not self.dense and self.reach is not None:
-                value = self._given_uniform(tile)
-                if value is not None:  # no given boundary within reach: the given mask stands
-                    for out in outputs:
-                        write(out, np.full((out[1] - out[0], out[3] - out[2]), value))
-                    self._advance(len(outputs))
-                    continue
-            elif not self.dense and is_uniform(prev_np, prev_box, prev_pitch, tile, reach):
+            trusting = self.reach is not None
+            if not self.dense and trusting and not self._reach_map.allowed(tile).any():
+                for out in outputs:  # nothing here may change: the given mask stands
+                    write(out, self._read_mask(out) > 0.5)
+                self._advance(len(outputs))
+                continue
+            if not self.dense and not trusting and is_uniform(prev_np, prev_box, prev_pitch, tile, reach):
                 y, x = (tile[0] - prev_box[0]) // prev_pitch, (tile[2] - prev_box[2]) // prev_pitch
                 value = bool(prev_np[y, x] > 0.5)
                 for out in outputs:
@@ -175,16 +174,16 @@ class BinaryRefiner:
             self._progress(self._done, self._total)
 
     # -- the final decision -------------------------------------------------------------------
-    def _given_uniform(self, tile: Box) -> bool | None:
-        """The given mask's value when it has no boundary within reach of ``tile``, else None."""
-        given = self._read_mask(self._around(tile, self.reach.radius + 1)) > 0.5
-        if given.all():
-            return True
-        return False if not given.any() else None
-
     def _around(self, box: Box, margin: int) -> Box:
         h, w = self._shape
         return max(0, box[0] - margin), min(h, box[1] + margin), max(0, box[2] - margin), min(w, box[3] + margin)
+
+    def finish_window(self, tile: Box, prob_box: Box) -> Box:
+        """The window the final decision of ``tile`` sees: the tile plus FINISH_HALO, inside
+        the image and the network's probability map."""
+        win = self._around(tile, FINISH_HALO)
+        return (max(win[0], prob_box[0]), min(win[1], prob_box[1]),
+                max(win[2], prob_box[2]), min(win[3], prob_box[3]))
 
     def _finish(self, image: ImageSource, tile: Box, prob: np.ndarray, prob_box: Box) -> np.ndarray:
         """The tile's final bool mask from the network's full-resolution probability ``prob``
@@ -194,9 +193,7 @@ class BinaryRefiner:
         if self.reach is None and not self.solve:
             return prob[tile[0] - prob_box[0]:tile[1] - prob_box[0],
                         tile[2] - prob_box[2]:tile[3] - prob_box[2]] > 0.5
-        win = self._around(tile, FINISH_HALO)
-        win = (max(win[0], prob_box[0]), min(win[1], prob_box[1]),
-               max(win[2], prob_box[2]), min(win[3], prob_box[3]))
+        win = self.finish_window(tile, prob_box)
         p = prob[win[0] - prob_box[0]:win[1] - prob_box[0], win[2] - prob_box[2]:win[3] - prob_box[2]]
         given = self._read_mask(win) > 0.5
         allowed = self._reach_map.allowed(win) if self.reach is not None else None
