@@ -1,18 +1,22 @@
 """The public surface, CascadePSP-small: ``refine``, ``refine_many``, ``evaluate``, ``train``,
 ``load_model``. The widgets and the command line call exactly these functions.
+
+Torch is imported by the functions that need a model, never at import time: ``evaluate``
+(and ``napari-airm evaluate``) needs none, and importing torch costs seconds.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
 from .engine.errors import InputError
 from .engine.settings import PRESETS, RefineSettings
-from .model import AIRM
-from .model import load_model as _load_model
+
+if TYPE_CHECKING:  # torch and the network load only when a model is needed
+    from .model import AIRM
 
 _MODEL_CACHE: dict[tuple[str, str], AIRM] = {}
 
@@ -34,19 +38,22 @@ def load_model(path: str | os.PathLike | None = None, device: str | None = None)
 
     Loaded models are cached per (folder, device), so widgets and scripts can call this freely.
     """
+    from .model import load_model as load_model_folder
     from .model.io import default_model_path
 
     dev = resolve_device(device)
     folder = Path(path) if path is not None else default_model_path()
     key = (str(folder.resolve()), str(dev))
     if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = _load_model(folder, device=dev)
+        _MODEL_CACHE[key] = load_model_folder(folder, device=dev)
     return _MODEL_CACHE[key]
 
 
 def _as_model(model: AIRM | str | os.PathLike | None, device) -> AIRM:
     """The caller's model as it is (the engine works on its own copy, so a failing call never
     moves or changes it), or a model folder loaded (and cached) for ``device``."""
+    from .model import AIRM
+
     if isinstance(model, AIRM):
         return model
     return load_model(model, device=str(device))
