@@ -3,11 +3,14 @@ and a ``bench`` that works outside the source checkout."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -39,3 +42,55 @@ def test_importing_the_package_and_its_api_loads_no_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- honest times
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from napari_airm.model import build_model, save_model
+
+    return save_model(build_model("airm-b0"), tmp_path_factory.mktemp("model") / "tiny")
+
+
+def _seconds(pattern: str, text: str) -> list[float]:
+    match = re.search(pattern, text)
+    assert match, text
+    return [float(v) for v in match.groups()]
+
+
+def test_refine_reports_the_wall_time_of_the_whole_command(tmp_path, tiny_model, capsys, monkeypatch):
+    """The time printed is what the user waited: slow reading (and model loading) included."""
+    from napari_airm import cli, io_utils
+
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "img.png")
+    Image.fromarray(_square(64, 10)).save(tmp_path / "mask.png")
+    read_image = io_utils.read_image
+    monkeypatch.setattr(io_utils, "read_image", lambda p: time.sleep(0.6) or read_image(p))
+    t0 = time.perf_counter()
+    rc = cli.main(["refine", str(tmp_path / "img.png"), str(tmp_path / "mask.png"), "-o",
+                   str(tmp_path / "out.png"), "--model", str(tiny_model), "-q"])
+    wall = time.perf_counter() - t0
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    total, load, refine = _seconds(r"in ([\d.]+) s \(start-up, reading and model load ([\d.]+) s; "
+                                   r"refine and write ([\d.]+) s\)", out)
+    assert abs(total - wall) <= 0.1 and load >= 0.6
+    assert abs(load + refine - total) <= 0.11  # each rounded to 0.1 s
+
+
+def test_demo_reports_the_wall_time_of_the_whole_command(tmp_path, tiny_model, capsys):
+    from napari_airm import cli
+
+    t0 = time.perf_counter()
+    rc = cli.main(["demo", "--size", "96x128", "-o", str(tmp_path / "demo"), "--model",
+                   str(tiny_model), "-q", "--json", str(tmp_path / "demo.json")])
+    wall = time.perf_counter() - t0
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    (total,) = _seconds(r"wall time: ([\d.]+) s from the command's start", out)
+    assert abs(total - wall) <= 0.1
+    seconds = json.loads((tmp_path / "demo.json").read_text())["seconds"]
+    parts = seconds["startup"] + seconds["sample"] + seconds["model_load"] + seconds["refine"]
+    assert parts <= seconds["total"] <= wall
