@@ -169,10 +169,12 @@ def make_sample(height: int = 3072, width: int = 4096, seed: int = 0):
 
 
 def airm_sample():
-    """napari sample data: the image, its coarse mask (one id per object) and the ground truth."""
+    """napari sample data: the image, the hidden ground truth and, on top (selected), the
+    coarse mask (one id per object): the layer to refine is the top one, and the truth's name
+    keeps it out of the widgets' defaults whichever is opened first."""
     image, coarse, gt = make_sample_labels()
     return [
         (image, {"name": "AIRM sample image", "rgb": True}, "image"),
-        (coarse, {"name": "coarse mask"}, "labels"),
         (gt, {"name": "ground truth", "visible": False}, "labels"),
+        (coarse, {"name": "coarse mask"}, "labels"),
     ]
