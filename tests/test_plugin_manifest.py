@@ -17,8 +17,14 @@ def test_manifest_found_and_valid():
     pm = PluginManager.instance()
     pm.discover()
     manifest = pm.get_manifest("napari-airm")
-    assert {w.display_name for w in manifest.contributions.widgets} == {"Refine", "Evaluate", "Retrain"}
+    widgets = [w.display_name for w in manifest.contributions.widgets]
+    assert widgets == ["AIRM", "Refine", "Evaluate", "Retrain"]  # `napari -w napari-airm` opens the first
     assert manifest.contributions.readers[0].filename_patterns == ["*.zarr"]
+    writer = manifest.contributions.writers[0]
+    assert list(writer.layer_types) == ["labels"]
+    assert set(writer.filename_extensions) == {".zarr", ".tif", ".tiff"}
+    segment = {item.command for item in manifest.contributions.menus["napari/layers/segment"]}
+    assert segment == {c.command for c in manifest.contributions.widgets}
     assert manifest.contributions.sample_data[0].key == "airm-sample"
     # every command resolves to an importable Python object
     PluginManifest.from_distribution("napari-airm").validate_imports()
@@ -31,8 +37,38 @@ def test_manifest_lives_at_root_and_in_package():
     assert pkg_file.resolve() == root_file.resolve()
 
 
-@pytest.mark.parametrize("name, cls", [("Refine", "RefineWidget"), ("Evaluate", "EvaluateWidget"),
-                                       ("Retrain", "RetrainWidget")])
+def test_npe2_validates_the_manifest():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-airm"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "valid" in out.stdout, out.stdout + out.stderr
+
+
+def test_widgets_are_in_the_layers_segment_menu(make_napari_viewer):
+    """napari shows the contribution under Layers ▸ Segment (the app-model menu registry)."""
+    from napari._app_model import get_app_model
+
+    make_napari_viewer()
+    items = get_app_model().menus.get_menu("napari/layers/segment")
+    titles = [getattr(item, "command", item).title for item in items]
+    for name in ("AIRM", "Refine", "Evaluate", "Retrain"):
+        assert any(name in title and "napari-airm" in title for title in titles), titles
+
+
+def test_dock_opens_all_three_widgets(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-airm")  # what `-w napari-airm` does
+    assert type(widget).__name__ == "AIRMWidget"
+    tabs = [widget.tabs.tabText(i) for i in range(widget.tabs.count())]
+    assert tabs == ["Refine", "Evaluate", "Retrain"]
+    assert [type(w).__name__ for w in (widget.refine, widget.evaluate, widget.retrain)] == \
+        ["RefineWidget", "EvaluateWidget", "RetrainWidget"]
+
+
+@pytest.mark.parametrize("name, cls", [("AIRM", "AIRMWidget"), ("Refine", "RefineWidget"),
+                                       ("Evaluate", "EvaluateWidget"), ("Retrain", "RetrainWidget")])
 def test_widgets_open_through_manifest(make_napari_viewer, name, cls):
     viewer = make_napari_viewer()
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-airm", name)
@@ -44,7 +80,7 @@ def test_sample_data_through_manifest(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-airm", "airm-sample")
     names = [layer.name for layer in viewer.layers]
-    assert names[:2] == ["AIRM sample image", "coarse mask"]
+    assert names == ["AIRM sample image", "ground truth", "coarse mask"]  # the mask to refine on top
     image, coarse = viewer.layers["AIRM sample image"], viewer.layers["coarse mask"]
     assert image.rgb and image.data.shape == (3072, 4096, 3)
     assert coarse.data.shape == (3072, 4096) and coarse.data.max() == 2
@@ -72,7 +108,7 @@ def test_opening_widgets_does_not_import_torch():
     import sys
 
     code = ("import sys, napari; v = napari.Viewer(show=False); "
-            "[v.window.add_plugin_dock_widget('napari-airm', n) for n in ('Refine', 'Evaluate', 'Retrain')]; "
+            "[v.window.add_plugin_dock_widget('napari-airm', n) for n in ('AIRM', 'Refine', 'Evaluate', 'Retrain')]; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]

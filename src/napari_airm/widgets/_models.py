@@ -1,7 +1,8 @@
 """The models the widgets offer: the bundled ones plus those registered this session (retrained).
 
 The Retrain widget calls :func:`register`; every open Refine widget listens to
-``registry.changed`` and refreshes its model list.
+``registry.changed`` and refreshes its model list, and switches to a model only when the user
+asks for it (``registry.use``, Retrain's "Use for Refine").
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def is_model_folder(path) -> bool:
 class ModelRegistry:
     """Bundled models (``napari_airm.model.io.bundled_models_dir``) + registered model folders."""
 
-    changed = Signal()
+    changed = Signal()  # the list changed (a model was registered)
+    chosen = Signal(object)  # the user asked Refine to use this model folder
 
     def __init__(self) -> None:
         self._registered: dict[str, Path] = {}
@@ -75,6 +77,14 @@ class ModelRegistry:
 
             logging.getLogger("napari_airm.widgets").exception("refreshing model lists failed")
         return label
+
+
+    def use(self, folder: str | Path) -> None:
+        """Make ``folder`` the model of every open Refine widget (an explicit user action)."""
+        folder = Path(folder).resolve()
+        if folder not in self._registered.values():
+            self.register(folder)
+        self.chosen.emit(folder)
 
 
 registry = ModelRegistry()

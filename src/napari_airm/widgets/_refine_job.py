@@ -14,6 +14,18 @@ from ..engine.settings import RefineSettings
 from . import _layers as L
 
 NEW, IN_PLACE = "new layer", "in place"
+LOADING = "loading the model"
+
+
+def describe_progress(done: int, total: int) -> str:
+    """The engine's progress in its unit: tiles for a mask; for a label image it counts
+    objects in thousandths (``engine.labels``), shown as the object being refined."""
+    if total <= 0:
+        return f"{LOADING}…"
+    if total >= 1000 and total % 1000 == 0 and total // 1000 > 1:
+        n = total // 1000
+        return f"object {min(n, done // 1000 + 1)} of {n} ({100 * done / total:.0f}%)"
+    return f"tile {done} of {total}"
 
 
 @dataclass
@@ -32,6 +44,7 @@ class RefineRequest:
     snapshot: np.ndarray | None = None  # in place: the layer's data when the run started
     target: Any = None  # the Labels layer to edit in place
     source_name: str = "coarse"
+    source_colormap: Any = None  # the coarse Labels layer's colours (the result must differ)
     layer_kwargs: dict = field(default_factory=dict)
 
 
@@ -40,7 +53,8 @@ class RefineResult:
     labels: np.ndarray | None = None  # new layer
     indices: tuple | None = None  # in place: changed pixels ...
     values: np.ndarray | None = None  # ... and their new values
-    seconds: float = 0.0
+    seconds: float = 0.0  # in the worker: model loading + refinement
+    load_seconds: float = 0.0  # of which loading the model (PyTorch's import on the first run)
 
 
 def _label_values(result: np.ndarray, coarse, labels, dtype) -> np.ndarray:
@@ -60,10 +74,13 @@ def _label_values(result: np.ndarray, coarse, labels, dtype) -> np.ndarray:
 
 def run_refine(req: RefineRequest, report: Callable = lambda d, t, i=None: None,
                cancelled: Callable[[], bool] = lambda: False) -> RefineResult:
-    """The worker: checks, ``api.refine``, then the new layer data or the in-place diff."""
-    from .. import api
+    """The worker: checks, the model (loaded and cached; the first load imports PyTorch, seconds
+    that ``report(0, 0)`` shows as a busy bar), ``api.refine``, then the new layer data or the
+    in-place diff."""
+    from ..engine.errors import Cancelled
 
     t0 = time.perf_counter()
+    report(0, 0, LOADING)
     coarse = req.coarse if req.coarse is not None else req.make_coarse()
     ids = [] if req.labels == "all" else [req.labels] if np.isscalar(req.labels) else list(req.labels)
     if not ids and not L.any_nonzero(coarse):
@@ -74,16 +91,22 @@ def run_refine(req: RefineRequest, report: Callable = lambda d, t, i=None: None,
             raise L.LayerError(f"label {i} does not occur in '{req.source_name}': pick an id that is "
                                f"painted (or choose 'all ids')")
     labels = ids[0] if len(ids) == 1 else (ids or "all")
-    result = api.refine(req.image, coarse, req.settings, model=req.model, device=req.device,
+    t_load = time.perf_counter()
+    from .. import api
+
+    model = api.load_model(req.model, device=req.device)
+    load_seconds = time.perf_counter() - t_load
+    if cancelled():
+        raise Cancelled("cancelled")
+    result = api.refine(req.image, coarse, req.settings, model=model, device=req.device,
                         labels=labels,
                         progress=lambda d, t: report(d, t),
                         cancel=cancelled)
     if cancelled():
-        from ..engine.errors import Cancelled
-
         raise Cancelled("cancelled")
     out = _label_values(np.asarray(result), coarse, labels, np.dtype(req.dtype).type)
     if req.mode == IN_PLACE:
         changed = np.nonzero(out != req.snapshot)
-        return RefineResult(indices=changed, values=out[changed], seconds=time.perf_counter() - t0)
-    return RefineResult(labels=out, seconds=time.perf_counter() - t0)
+        return RefineResult(indices=changed, values=out[changed], seconds=time.perf_counter() - t0,
+                            load_seconds=load_seconds)
+    return RefineResult(labels=out, seconds=time.perf_counter() - t0, load_seconds=load_seconds)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -171,7 +172,10 @@ class JobControls:
     """
 
     _job: BackgroundJob | None = None
+    _activity = None  # napari's progress bar in its Activity dock, while a job runs
+    clicked_at: float | None = None  # perf_counter() when the run was asked for
     cancelling_text = "cancelling…"
+    activity_text = "napari-airm"
 
     @property
     def running(self) -> bool:
@@ -186,8 +190,10 @@ class JobControls:
         except ValueError as exc:
             self._fail(str(exc))
             return None
+        self.clicked_at = time.perf_counter()
         self._set_running(True)
         self.status.value = self.starting_text(req)
+        self._open_activity()
         self._job = BackgroundJob(self.job_function(req), on_progress=self._on_progress,
                                   on_finish=lambda outcome: self._job_done(req, outcome)).start()
         return self._job
@@ -197,7 +203,23 @@ class JobControls:
             self._job.cancel()
             self.status.value = self.cancelling_text
 
+    def seconds_since_click(self) -> float:
+        """Wall time from the click to now: what the user waited, start-up included."""
+        return time.perf_counter() - (self.clicked_at or time.perf_counter())
+
+    def _open_activity(self) -> None:
+        from napari.utils import progress
+
+        self._close_activity()
+        self._activity = progress(total=0, desc=self.activity_text)
+
+    def _close_activity(self) -> None:
+        if self._activity is not None:
+            self._activity.close()
+            self._activity = None
+
     def _job_done(self, req, outcome: Outcome) -> None:
+        self._close_activity()
         self._set_running(False)
         if outcome.error is not None and not outcome.cancelled:
             self._fail(outcome.error)
@@ -205,10 +227,15 @@ class JobControls:
             self.job_finished(req, outcome)
 
     def _show_progress(self, done: int, total: int) -> None:
+        """``total`` 0: work of unknown length (model loading): a busy bar that moves."""
+        if self._activity is not None:
+            if self._activity.total != total:
+                self._activity.total = total
+            self._activity.update(min(done, total) - self._activity.n)
         if self.progress is None:
             return
-        self.progress.max = max(1, total)
-        self.progress.value = min(done, max(1, total))
+        self.progress.max = max(0, total)
+        self.progress.value = min(done, max(0, total))
 
     def _on_progress(self, done: int, total: int, info=None) -> None:
         self._show_progress(done, total)
@@ -223,5 +250,8 @@ class JobControls:
         self.start_button.enabled = not running
         if self.cancel_button is not None:
             self.cancel_button.enabled = running
-        if running and self.progress is not None:
-            self.progress.value = 0
+        if self.progress is not None:
+            if self.progress.max == 0:  # stop a busy bar
+                self.progress.max = 1
+            if running:
+                self.progress.value = 0

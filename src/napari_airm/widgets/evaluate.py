@@ -13,6 +13,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 from qtpy.QtWidgets import (QAbstractItemView, QApplication, QFileDialog, QTableWidget,
                             QTableWidgetItem, QVBoxLayout, QWidget)
 
+from . import _defaults as D
 from . import _layers as L
 from ._plot import RadiusPlot
 from ._worker import JobControls, Outcome, avoid_llvm_clash
@@ -122,9 +123,10 @@ class EvaluateWidget(JobControls, QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.itemSelectionChanged.connect(self._plot_selected)
-        self.table.setMaximumHeight(190)
+        self.table.setMinimumWidth(0)
+        self._fit_table_height()
         self.plot = RadiusPlot()
-        self.plot.setMinimumHeight(220)
+        self.plot.setMinimumHeight(170)
         layout = QVBoxLayout(self)
         for w in (self.form.native, self.buttons.native, self.status.native, self.table, self.plot):
             layout.addWidget(w)
@@ -132,6 +134,12 @@ class EvaluateWidget(JobControls, QWidget):
         self.run_button.changed.connect(self.run)
         self.copy_button.changed.connect(self.copy_csv)
         self.export_button.changed.connect(lambda: self.export_csv())
+        self._defaults = [
+            D.DefaultChoice(self.gt, lambda: D.truth_default(D.layer_choices(self.gt))),
+            D.DefaultChoice(self.pred, lambda: D.prediction_default(D.layer_choices(self.pred),
+                                                                    self.gt.value)),
+            D.DefaultChoice(self.coarse, lambda: D.baseline_default(
+                D.layer_choices(self.coarse), self.pred.value, self.gt.value))]
         L.follow(self, napari_viewer, self.reset_choices)
         self.reset_choices()
 
@@ -142,6 +150,19 @@ class EvaluateWidget(JobControls, QWidget):
 
     def reset_choices(self, *_):
         self.form.reset_choices()
+        for choice in self._defaults:
+            choice.refresh()
+
+    def _fit_table_height(self, rows: int = 4) -> None:
+        """Tall enough for ``rows`` rows (two ids, all ids, foreground) without scrolling; at
+        most 6 (more ids scroll; the aggregate rows are last and selected, so shown)."""
+        rows = min(rows, 6)
+        table = self.table
+        row = table.verticalHeader().defaultSectionSize()
+        scroll = table.horizontalScrollBar().sizeHint().height()
+        height = (table.horizontalHeader().sizeHint().height() + row * max(rows, 1) + scroll
+                  + 2 * table.frameWidth())
+        table.setFixedHeight(height)
 
     # -- the job (JobControls runs it) ----------------------------------------------------
     def make_request(self):
@@ -181,6 +202,7 @@ class EvaluateWidget(JobControls, QWidget):
             for c, text in enumerate(cells):
                 self.table.setItem(r, c, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
+        self._fit_table_height(len(rows))
         self.copy_button.enabled = self.export_button.enabled = True
         last = rows[-1]
         self.status.value = f"{last['object']}: IoU {100 * last['iou']:.2f}%, mBA {100 * last['mba']:.2f}%"

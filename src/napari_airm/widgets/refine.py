@@ -9,14 +9,18 @@ from functools import partial
 
 import numpy as np
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar,
-                              PushButton, RadioButtons, SpinBox)
+                              PushButton, SpinBox)
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ..engine.settings import ROUGH_KEEP, RefineSettings
+from . import _defaults as D
 from . import _layers as L
+from . import _shortcuts as keys
+from ._colors import contrasting_colormap
 from ._models import OTHER, check_model_folder, registry
-from ._refine_job import IN_PLACE, NEW, RefineRequest, RefineResult, run_refine
+from ._refine_job import (IN_PLACE, NEW, RefineRequest, RefineResult, describe_progress,
+                          run_refine)
 from ._worker import JobControls, Outcome, avoid_llvm_clash
 
 __all__ = ["RefineWidget", "RefineRequest", "RefineResult", "run_refine", "NEW", "IN_PLACE",
@@ -36,14 +40,17 @@ class RefineWidget(JobControls, QWidget):
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.coarse = ComboBox(label="coarse mask", choices=self._coarse_choices,
                                tooltip="a Labels layer, or a Shapes layer (rasterised, one id per shape)")
-        self.which = RadioButtons(label="objects", choices=[ALL, SELECTED], value=ALL,
-                                  orientation="horizontal")
+        self.which = ComboBox(label="objects", choices=[ALL, SELECTED], value=ALL,
+                              tooltip="all ids, or only the selected one (the Labels layer's "
+                                      f"current label; for Shapes, the selected shapes). "
+                                      f"{keys.REFINE_SELECTED}: refine the selected object")
         self.model = ComboBox(label="model", choices=lambda w: registry.choices())
         self.model_folder = FileEdit(label="model folder", mode="d", visible=False)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
-        self.output = RadioButtons(label="output", choices=[NEW, IN_PLACE], value=NEW,
-                                   orientation="horizontal")
-        self.rough = CheckBox(text="the coarse mask is rough (move boundaries freely)", value=False,
+        self.output = ComboBox(label="output", choices=[NEW, IN_PLACE], value=NEW,
+                               tooltip="a new Labels layer '<coarse> refined', or the changed "
+                                       "pixels written into the coarse layer as one undoable edit")
+        self.rough = CheckBox(text="rough mask (move freely)", value=False,
                               tooltip="off: a good mask stays good (the given boundary is kept "
                                       "unless the model is sure); on: the boundary follows the "
                                       "model and the image edges (the 'rough' preset)")
@@ -54,28 +61,32 @@ class RefineWidget(JobControls, QWidget):
                                      "it the coarse mask stays exactly as drawn. 0 = automatic: a "
                                      "share of the image size, at most half of each object's "
                                      "local thickness")
-        self.solve = CheckBox(text="exact boundary (graph cut at full resolution)", value=True,
+        self.solve = CheckBox(text="exact boundary (graph cut)", value=True,
                               tooltip="the final boundary follows image edges: the network's "
                                       "probability, colour models and contrast, solved by min-cut")
         self.tile = SpinBox(label="tile size", min=256, max=8192, step=256, value=1024,
                             tooltip="full-resolution tile edge in pixels (memory grows with it)")
-        self.dense = CheckBox(text="dense: decode every pixel (slower; default decodes only the "
-                                   "boundary band)", value=False)
+        self.dense = CheckBox(text="dense (decode every pixel)", value=False,
+                              tooltip="slower, for checking: by default only the uncertain "
+                                      "boundary band is decoded")
         self.passes = SpinBox(label="passes", min=1, max=4, value=1,
                               tooltip="2 refines the result once more: sharper boundaries "
                                       "on photos (+0.3 to +0.9 mBA on DUTS val) for twice the "
                                       "last stage's time")
         self.flips = ComboBox(label="flip averaging", value=1,
-                              choices=[("off", 1), ("left-right (2x time)", 2),
-                                       ("4 flips (4x time)", 4)],
+                              choices=[("off", 1), ("left-right (2× time)", 2),
+                                       ("4 flips (4× time)", 4)],
                               tooltip="average the model over mirrored views of every tile: "
                                       "+0.1 to +0.8 mBA on DUTS val photos")
         self.advanced = Container(widgets=[self.reach, self.solve, self.tile, self.passes,
                                            self.flips, self.dense])
-        self.run_button = PushButton(text="Refine")
+        self.run_button = PushButton(text="Refine", tooltip=f"{keys.REFINE_ALL} in the viewer: refine "
+                                                            f"the whole mask")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.start_button = self.run_button
         self.progress = ProgressBar(min=0, max=100, value=0, label="progress")
+        self.last_layer = None  # the layer the last run made (new layer) or changed (in place)
+        self.last_mode: str | None = None
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         self.buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
@@ -92,7 +103,15 @@ class RefineWidget(JobControls, QWidget):
         self.model.changed.connect(self._on_model_choice)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
+        self._defaults = [
+            D.DefaultChoice(self.image, lambda: D.image_default(D.layer_choices(self.image))),
+            D.DefaultChoice(self.coarse, lambda: D.coarse_default(D.layer_choices(self.coarse)))]
         L.follow(self, napari_viewer, self.reset_choices, self._on_models_changed)
+        registry.chosen.connect(self._on_model_adopted)
+        self.destroyed.connect(lambda *_: registry.chosen.disconnect(self._on_model_adopted))
+        keys.bind(self, napari_viewer, {keys.REFINE_SELECTED: self.refine_selected_object,
+                                        keys.REFINE_ALL: self.refine_whole_mask,
+                                        keys.UNDO_REFINEMENT: self.undo_last_refinement})
         self.reset_choices()
         self._on_model_choice(self.model.value)
 
@@ -109,16 +128,44 @@ class RefineWidget(JobControls, QWidget):
 
     def reset_choices(self, *_):
         self.form.reset_choices()
+        for choice in self._defaults:
+            choice.refresh()
 
     def _on_model_choice(self, value):
         self.model_folder.visible = value == OTHER
 
     def _on_models_changed(self):
+        """A retrained model is offered, never chosen silently (Retrain's 'Use for Refine' does)."""
         self.model.reset_choices()
-        registered = registry.registered()
-        if registered:  # a freshly retrained model is what the user wants next
-            self.model.value = list(registered.values())[-1]
-            self.status.value = f"new model available: {list(registered)[-1]}"
+
+    def _on_model_adopted(self, folder) -> None:
+        self.model.reset_choices()
+        self.model.value = folder
+        self.status.value = f"model for Refine: {folder}"
+
+    # -- shortcuts -------------------------------------------------------------------------
+    def refine_selected_object(self) -> None:
+        self.which.value = SELECTED
+        self.run()
+
+    def refine_whole_mask(self) -> None:
+        self.which.value = ALL
+        self.run()
+
+    def undo_last_refinement(self) -> bool:
+        """In place: undo the edit on the coarse layer; new layer: remove the layer it made."""
+        layer, self.last_layer = self.last_layer, None
+        if layer is None or self.running:
+            return False
+        if self.last_mode == IN_PLACE:
+            layer.undo()
+            self.status.value = f"undid the refinement of '{layer.name}'"
+        elif layer in [L.unwrap(x) for x in self.viewer.layers]:
+            self.viewer.layers.remove(layer.name)
+            self.status.value = f"removed '{layer.name}'"
+        else:
+            return False
+        return True
 
     # -- run -----------------------------------------------------------------------------------
     def settings(self) -> RefineSettings:
@@ -146,6 +193,7 @@ class RefineWidget(JobControls, QWidget):
                             mode=self.output.value,
                             device=None if self.device.value == "auto" else self.device.value,
                             source_name=coarse.name,
+                            source_colormap=getattr(coarse, "colormap", None),
                             layer_kwargs={"scale": tuple(image.scale)[-2:],
                                           "translate": tuple(image.translate)[-2:]})
         if isinstance(coarse, Shapes):
@@ -180,7 +228,9 @@ class RefineWidget(JobControls, QWidget):
 
     def _on_progress(self, done: int, total: int, _info=None) -> None:
         self._show_progress(done, total)
-        self.status.value = f"refining… {done}/{total}"
+        self.status.value = f"{describe_progress(done, total)} · {self.seconds_since_click():.0f} s"
+        if self._activity is not None:
+            self._activity.set_description(f"AIRM refine: {describe_progress(done, total)}")
 
     def job_finished(self, req: RefineRequest, outcome: Outcome) -> None:
         if outcome.cancelled:
@@ -190,15 +240,26 @@ class RefineWidget(JobControls, QWidget):
             self.apply(req, outcome.value)
 
     def apply(self, req: RefineRequest, result: RefineResult) -> None:
-        """Put a finished result into the viewer (GUI thread)."""
-        self.last_result = result
+        """Put a finished result into the viewer (GUI thread); report the wall time from the
+        click to the result on screen, model loading included."""
+        self.last_result, self.last_mode = result, req.mode
         if req.mode == IN_PLACE:
             n = L.apply_in_place(req.target, result.indices, result.values)
-            self.status.value = (f"refined '{req.source_name}' in place in {result.seconds:.1f} s: "
-                                 f"{n} pixels changed (Ctrl+Z undoes it)")
+            self.last_layer = req.target if n else None
+            what = (f"refined '{req.source_name}' in place: {n} pixels changed "
+                    f"(Ctrl+Z or {keys.UNDO_REFINEMENT} undoes it)")
         else:
             name = L.unique_name(self.viewer, f"{req.source_name} refined")
-            self.viewer.add_labels(result.labels, name=name, **req.layer_kwargs)
-            self.status.value = f"refined '{req.source_name}' → '{name}' in {result.seconds:.1f} s"
+            layer = L.unwrap(self.viewer.add_labels(result.labels, name=name, **req.layer_kwargs))
+            layer.colormap = contrasting_colormap(req.source_colormap, L.label_ids(result.labels))
+            self.last_layer = layer
+            what = f"refined '{req.source_name}' → '{name}'"
+        self.status.value = f"{what} in {timing_text(self.seconds_since_click(), result)}"
+        self.progress.max = max(1, self.progress.max)
         self.progress.value = self.progress.max
+
+
+def timing_text(wall: float, result: RefineResult) -> str:
+    """What the user waited, and how much of it was loading the model."""
+    return f"{wall:.1f} s (click to result; loading the model {result.load_seconds:.1f} s)"
 

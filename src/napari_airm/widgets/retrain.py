@@ -1,67 +1,27 @@
 """Retrain widget: (image, corrected labels) pairs from open layers → a training folder →
-a short fine-tune of the current model (in the background) → a model the Refine widget offers.
+a short fine-tune of the current model (in the background) → before/after scores → a model
+the Refine widget offers, and uses only when the user presses "Use for Refine".
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 from magicgui.widgets import (ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar,
                               PushButton, SpinBox)
 from qtpy.QtWidgets import QListWidget, QVBoxLayout, QWidget
+from superqt import QCollapsible
 
+from . import _defaults as D
 from . import _layers as L
-from ._export import export_pairs
 from ._models import OTHER, check_model_folder, registry
+from ._retrain_job import RetrainRequest, RetrainResult, check_text, finetune_config, run_retrain
 from ._worker import JobControls, Outcome, avoid_llvm_clash
 
+__all__ = ["RetrainWidget", "RetrainRequest", "RetrainResult", "finetune_config", "run_retrain"]
+
 DEFAULT_WORKDIR = Path.home() / "napari-airm" / "finetune"
-
-
-@dataclass
-class RetrainRequest:
-    pairs: list  # (name, image level-0 array, labels level-0 array)
-    base_model: Path
-    run_dir: Path
-    steps: int = 200
-    crop: int = 224
-    batch_size: int = 4
-    lr: float = 1e-4
-    device: str | None = None
-
-
-def finetune_config(base_model: Path, req: RetrainRequest):
-    """The base model's recipe (when its folder records one), shortened for a quick fine-tune."""
-    import yaml
-
-    from ..training import TrainConfig
-
-    data = yaml.safe_load((Path(base_model) / "config.yaml").read_text()) or {}
-    recipe = dict(data.get("train") or {})
-    recipe["model"] = data.get("model", recipe.get("model", "airm-b0"))
-    cfg = TrainConfig.from_dict(recipe)
-    cfg.max_steps, cfg.crop, cfg.batch_size, cfg.lr = req.steps, req.crop, req.batch_size, req.lr
-    cfg.warmup_steps, cfg.milestones = 0, []
-    cfg.workers = 0  # no worker processes inside the napari process
-    cfg.checkpoint_every, cfg.val_every = req.steps, 0
-    cfg.log_every = max(1, min(cfg.log_every, req.steps // 10 or 1))
-    return cfg
-
-
-def run_retrain(req: RetrainRequest, report: Callable = lambda d, t, i=None: None,
-                cancelled: Callable[[], bool] = lambda: False):
-    """The worker: export the pairs, then ``api.train`` from the base model. Returns TrainResult."""
-    from .. import api
-
-    data = req.run_dir / "data"
-    names = export_pairs(req.pairs, data, report=report, cancelled=cancelled)
-    report(0, req.steps, f"training on {len(names)} crops")
-    return api.train(finetune_config(req.base_model, req), data, req.run_dir / "train",
-                     init=req.base_model, device=req.device, progress=False, should_stop=cancelled,
-                     on_step=lambda s, t, parts: report(s, t, parts))
 
 
 class RetrainWidget(JobControls, QWidget):
@@ -73,12 +33,14 @@ class RetrainWidget(JobControls, QWidget):
         self.viewer = napari_viewer
         self.pairs: list[tuple[object, object]] = []
         self.new_model: str | None = None
+        self.new_model_dir: Path | None = None
+        self.check: dict | None = None
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.labels = ComboBox(label="corrected labels", choices=self._labels_choices)
         self.add_button = PushButton(text="Add pair")
         self.remove_button = PushButton(text="Remove selected")
         self.pair_list = QListWidget()
-        self.pair_list.setMaximumHeight(90)
+        self.pair_list.setMaximumHeight(60)
         self.base_model = ComboBox(label="start from", choices=lambda w: registry.choices())
         self.model_folder = FileEdit(label="model folder", mode="d", visible=False)
         self.workdir = FileEdit(label="work folder", mode="d", value=DEFAULT_WORKDIR,
@@ -95,15 +57,20 @@ class RetrainWidget(JobControls, QWidget):
         self.progress = ProgressBar(min=0, max=100, value=0, label="progress")
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
+        self.use_button = PushButton(text="Use for Refine", enabled=False,
+                                     tooltip="make the new model the Refine widget's model")
         self.form = Container(widgets=[self.image, self.labels])
         pair_buttons = Container(widgets=[self.add_button, self.remove_button], layout="horizontal",
                                  labels=False)
-        self.options = Container(widgets=[self.base_model, self.model_folder, self.workdir, self.steps,
-                                          self.crop, self.batch, self.lr, self.device])
-        buttons = Container(widgets=[self.train_button, self.cancel_button], layout="horizontal",
-                            labels=False)
+        self.options = Container(widgets=[self.base_model, self.model_folder, self.steps])
+        self.more_options = Container(widgets=[self.workdir, self.crop, self.batch, self.lr,
+                                               self.device])
+        more = QCollapsible("Training settings")
+        more.addWidget(self.more_options.native)
+        buttons = Container(widgets=[self.train_button, self.cancel_button, self.use_button],
+                            layout="horizontal", labels=False)
         layout = QVBoxLayout(self)
-        for w in (self.form.native, pair_buttons.native, self.pair_list, self.options.native,
+        for w in (self.form.native, pair_buttons.native, self.pair_list, self.options.native, more,
                   buttons.native, self.progress.native, self.status.native):
             layout.addWidget(w)
         layout.addStretch(1)
@@ -112,6 +79,10 @@ class RetrainWidget(JobControls, QWidget):
         self.base_model.changed.connect(self._on_model_choice)
         self.train_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
+        self.use_button.changed.connect(self.use_for_refine)
+        self._defaults = [
+            D.DefaultChoice(self.image, lambda: D.image_default(D.layer_choices(self.image))),
+            D.DefaultChoice(self.labels, lambda: D.corrected_default(D.layer_choices(self.labels)))]
         L.follow(self, napari_viewer, self.reset_choices, self.base_model.reset_choices)
         self.reset_choices()
         self._on_model_choice(self.base_model.value)
@@ -131,6 +102,8 @@ class RetrainWidget(JobControls, QWidget):
 
     def reset_choices(self, *_):
         self.form.reset_choices()
+        for choice in self._defaults:
+            choice.refresh()
         alive = {id(L.unwrap(layer)) for layer in self.viewer.layers}
         self.pairs = [p for p in self.pairs if id(p[0]) in alive and id(p[1]) in alive]
         self._refresh_list()
@@ -190,6 +163,7 @@ class RetrainWidget(JobControls, QWidget):
     cancelling_text = "stopping…"
 
     def starting_text(self, req: RetrainRequest) -> str:
+        self.use_button.enabled = False  # the button always adopts the newest run's model
         return f"exporting {len(req.pairs)} pair(s) to {req.run_dir / 'data'}…"
 
     def job_function(self, req: RetrainRequest):
@@ -206,9 +180,24 @@ class RetrainWidget(JobControls, QWidget):
         if outcome.cancelled:
             self.status.value = "training stopped; no model was registered"
             return
-        result = outcome.value
-        self.new_model = registry.register(result.model_dir, name=result.out_dir.parent.name)
+        result: RetrainResult = outcome.value
+        train = result.train
+        self.new_model = registry.register(train.model_dir, name=train.out_dir.parent.name)
+        self.new_model_dir = train.model_dir
+        self.check = result.check
+        self.use_button.enabled = True
+        self.progress.max = max(1, self.progress.max)
         self.progress.value = self.progress.max
-        self.status.value = (f"trained {result.steps} steps → model '{self.new_model}' "
-                             f"({result.model_dir}); pick it in the Refine widget")
+        self.status.value = (f"trained {train.steps} steps in {self.seconds_since_click():.0f} s → "
+                             f"model '{self.new_model}' ({train.model_dir}); "
+                             f"{check_text(result.check)}. Refine keeps its model until you press "
+                             f"'Use for Refine'.")
+
+    def use_for_refine(self, *_) -> None:
+        """The explicit step that makes the new model Refine's (never automatic)."""
+        if self.new_model_dir is None:
+            return
+        registry.use(self.new_model_dir)
+        self.use_button.enabled = False
+        self.status.value = f"Refine now uses '{self.new_model}' ({self.new_model_dir})"
 
