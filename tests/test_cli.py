@@ -351,9 +351,11 @@ def test_bench_calls_run_bench(capsys, monkeypatch):
     fake = types.ModuleType("napari_airm.engine.bench")
     fake.run_bench = lambda **kw: calls.update(kw) or kw["out"]("bench ran")
     monkeypatch.setitem(sys.modules, "napari_airm.engine.bench", fake)
-    rc, out, _ = run(["bench", "--zarr-size", 4096, "--tile", 512], capsys)
+    fake.zarr_sizes = lambda size: (size // 4, size)
+    rc, out, _ = run(["bench", "--zarr-size", 4096, "--tile", 512, "--skip", "photo,dense"], capsys)
     assert rc == 0 and "bench ran" in out
-    assert calls["size"] == 4096 and calls["tile"] == 512 and calls["image"] is None
+    assert calls["sizes"] == (1024, 4096) and calls["tile"] == 512 and calls["image"] is None
+    assert calls["skip"] == {"photo", "dense"}
 
 
 def test_refine_many_collects_pairs(files, model_dir, capsys, monkeypatch):

@@ -94,3 +94,88 @@ def test_demo_reports_the_wall_time_of_the_whole_command(tmp_path, tiny_model, c
     seconds = json.loads((tmp_path / "demo.json").read_text())["seconds"]
     parts = seconds["startup"] + seconds["sample"] + seconds["model_load"] + seconds["refine"]
     assert parts <= seconds["total"] <= wall
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def _tiny_photo(root: Path) -> Path:
+    """A data root holding uhr/aeroplane.jpg and its coarse mask, as the team's data does."""
+    (root / "uhr").mkdir(parents=True)
+    yy, xx = np.mgrid[:80, :96]
+    disc = (yy - 40) ** 2 + (xx - 48) ** 2 < 600
+    Image.fromarray(np.where(disc[..., None], 200, 60).repeat(3, -1).astype(np.uint8)).save(
+        root / "uhr" / "aeroplane.jpg")
+    Image.fromarray(disc.astype(np.uint8) * 255).save(root / "uhr" / "aeroplane_coarse.png")
+    return root
+
+
+def test_bench_finds_the_photo_where_it_is_told_or_beside_the_working_directory(tmp_path, monkeypatch):
+    from napari_airm.engine import bench
+
+    data = _tiny_photo(tmp_path / "somewhere")
+    monkeypatch.delenv("NAPARI_AIRM_DATA", raising=False)
+    assert bench.find_photo(data)[0] == data / "uhr" / "aeroplane.jpg"
+    monkeypatch.setenv("NAPARI_AIRM_DATA", str(data))
+    assert bench.find_photo()[0] == data / "uhr" / "aeroplane.jpg"
+    monkeypatch.delenv("NAPARI_AIRM_DATA")
+    project = tmp_path / "project"
+    _tiny_photo(project / "shared" / "data")
+    (project / "repo").mkdir()
+    monkeypatch.chdir(project / "repo")  # a clone beside shared/, the package installed anywhere
+    assert bench.find_photo()[0].resolve() == (project / "shared" / "data" / "uhr" / "aeroplane.jpg").resolve()
+    looked = bench.find_photo(tmp_path / "empty")
+    assert looked == [tmp_path / "empty"]
+
+
+def test_bench_times_the_photo_from_a_data_root_and_skips_on_request(tmp_path, tiny_model, capsys):
+    from napari_airm import cli
+
+    data = _tiny_photo(tmp_path / "data")
+    rc = cli.main(["bench", "--data-root", str(data), "--skip", "zarr,dense", "--model", str(tiny_model),
+                   "--tile", "64"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert f"real 96x80 ({data / 'uhr' / 'aeroplane.jpg'}): fast" in out
+    assert "dense" not in out and "zarr" not in out
+    rc = cli.main(["bench", "--data-root", str(tmp_path), "--skip", "zarr"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "real photo not found" in out and "--data-root" in out
+
+
+def test_bench_reports_growth_only_between_different_sizes(monkeypatch):
+    from napari_airm.engine import bench
+
+    def fake(size, *args):
+        return {"size": size, "seconds": 1.0, "peak_rss_mb": 100.0 + size / 100, "baseline_rss_mb": 90.0,
+                "megapixels": size * size / 1e6, "megapixels_per_second": size * size / 1e6}
+
+    monkeypatch.setattr(bench, "bench_zarr", fake)
+    lines: list[str] = []
+    report = bench.run_bench(sizes=(1024, 1024), skip={"photo"}, out=lines.append)
+    assert len(report["zarr"]) == 1 and "memory_growth" not in report
+    assert not any("growth" in line for line in lines)
+    assert bench.zarr_sizes(1024) == (256, 1024) and bench.zarr_sizes(200) == (200,)
+    lines.clear()
+    report = bench.run_bench(sizes=(4096, 1024), skip={"photo"}, out=lines.append)
+    assert [r["size"] for r in report["zarr"]] == [1024, 4096]
+    assert "peak memory growth 1024² -> 4096² (16x the pixels)" in lines[-1]
+
+
+@pytest.mark.slow  # two fresh Python processes that import torch
+def test_bench_measures_each_size_in_a_process_whose_peak_starts_at_its_own_start(tmp_path, tiny_model):
+    """ru_maxrss would report at least this process's peak (Linux carries it across fork and
+    exec); each child reports its own."""
+    from napari_airm.engine import bench
+
+    ballast = np.ones(3 * 2**29, np.uint8)  # 1.5 GiB touched: this process's peak is far above a child's
+    parent_peak = bench.peak_rss_mb()
+    del ballast
+    lines: list[str] = []
+    report = bench.run_bench(sizes=(96, 160), tile=64, model=str(tiny_model), skip={"photo"},
+                             workdir=str(tmp_path), out=lines.append)
+    sizes = [r["size"] for r in report["zarr"]]
+    assert sizes == [96, 160]
+    for r in report["zarr"]:
+        assert 0 < r["baseline_rss_mb"] <= r["peak_rss_mb"] < parent_peak - 1024
+    assert "peak memory growth 96² -> 160²" in lines[-1]

@@ -1,10 +1,13 @@
 """``napari-airm bench``: speed and memory of the engine, as ratios measured in one run.
 
-* the real 3492×2328 photo (../shared/data/uhr): megapixels per second of the fast path and
-  of ``dense=True``, their ratio and agreement (IoU between the two outputs);
-* generated zarr images (default 5,000² and 20,000²): each refined in a fresh subprocess
-  reading and writing zarr tile by tile; peak resident memory of that process and its growth
-  from the smaller to the larger image.
+* the real 3492×2328 photo (``uhr/aeroplane.jpg`` of the team's data, found through
+  ``--data-root``, ``$NAPARI_AIRM_DATA`` or a ``shared/data`` folder beside the working
+  directory or the source checkout): megapixels per second of the fast path and of
+  ``dense=True``, their ratio and agreement (IoU between the two outputs);
+* generated zarr images (default 5,000² and 20,000²): each refined in a fresh Python process
+  reading and writing zarr tile by tile; that process's own peak resident memory (VmHWM:
+  ``ru_maxrss`` would start at the parent's peak, as Linux carries it across fork and exec)
+  and its growth from the smallest to the largest image.
 """
 from __future__ import annotations
 
@@ -16,11 +19,38 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
-DEFAULT_UHR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "uhr"
+DATA_ENV = "NAPARI_AIRM_DATA"
+PHOTO, PHOTO_MASK = Path("uhr") / "aeroplane.jpg", Path("uhr") / "aeroplane_coarse.png"
+PARTS = ("photo", "dense", "zarr")
+
+
+def data_root_candidates(data_root: str | os.PathLike | None = None) -> list[Path]:
+    """Where the team's data may be, in order: the given folder, else ``$NAPARI_AIRM_DATA``,
+    else ``shared/data`` in or above the working directory, then beside the source checkout
+    (an editable install); an installed package has no data of its own."""
+    if data_root:
+        return [Path(data_root).expanduser()]
+    if os.environ.get(DATA_ENV):
+        return [Path(os.environ[DATA_ENV]).expanduser()]
+    cwd = Path.cwd()
+    places = [cwd / "shared" / "data", cwd.parent / "shared" / "data"]
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "pyproject.toml").is_file():
+        places.append(checkout.parent / "shared" / "data")
+    return list(dict.fromkeys(places))
+
+
+def find_photo(data_root: str | os.PathLike | None = None) -> tuple[Path, Path] | list[Path]:
+    """The real photo and its coarse mask, or the list of data folders looked in."""
+    places = data_root_candidates(data_root)
+    for root in places:
+        if (root / PHOTO).is_file() and (root / PHOTO_MASK).is_file():
+            return root / PHOTO, root / PHOTO_MASK
+    return places
 
 
 # -- a scene that can be generated tile by tile, at any size -------------------------------------
@@ -62,38 +92,51 @@ def write_scene_zarr(path: Path, size: int, chunk: int = 1024) -> tuple[Path, Pa
     return path / "image.zarr", path / "coarse.zarr"
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory in MB: VmHWM belongs to the address space made
+    at exec, so it starts at this process's start (``ru_maxrss``, the fallback where /proc is
+    missing, counts the parent's peak too on Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, else KB
 
 
-def _zarr_worker(folder: str, tile: int, model: str | None, device: str | None) -> None:
-    """Run in a subprocess: refine the zarr scene in ``folder``; print JSON with peak memory."""
+def zarr_worker(folder: str, tile: int, model: str | None, device: str | None) -> dict:
+    """Run in a fresh process: refine the zarr scene in ``folder``; peak memory after loading
+    the model and at the end."""
     import zarr
 
-    from ..api import refine
+    from ..api import load_model, refine
 
-    base = _peak_rss_mb()
+    net = load_model(model, device=device)
+    loaded = peak_rss_mb()
     image = zarr.open_array(os.path.join(folder, "image.zarr"), mode="r")
     coarse = zarr.open_array(os.path.join(folder, "coarse.zarr"), mode="r")
     out = zarr.open_array(os.path.join(folder, "refined.zarr"), mode="w", shape=coarse.shape,
                           chunks=coarse.chunks, dtype="bool")
     t = time.perf_counter()
-    refine(image, coarse, model=model, device=device, out=out, tile=tile)
+    refine(image, coarse, model=net, device=device, out=out, tile=tile)
     sec = time.perf_counter() - t
-    print(json.dumps({"seconds": sec, "peak_rss_mb": _peak_rss_mb(), "baseline_rss_mb": base,
-                      "megapixels": image.shape[0] * image.shape[1] / 1e6}))
+    return {"seconds": sec, "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": loaded,
+            "megapixels": image.shape[0] * image.shape[1] / 1e6}
 
 
 def bench_zarr(size: int, tile: int, model: str | None, device: str | None, workdir: Path) -> dict:
+    """Generate a size² scene as zarr here, refine it in a fresh Python process (its own peak
+    memory, its own imports) and return that process's numbers."""
     folder = workdir / f"scene{size}"
     folder.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     write_scene_zarr(folder, size)
     gen = time.perf_counter() - t
-    cmd = [sys.executable, "-c",
-           "import sys; from napari_airm.engine.bench import _zarr_worker; "
-           "_zarr_worker(sys.argv[1], int(sys.argv[2]), sys.argv[3] or None, sys.argv[4] or None)",
-           str(folder), str(tile), model or "", device or ""]
+    cmd = [sys.executable, "-m", "napari_airm.engine.bench", str(folder), str(tile), model or "",
+           device or ""]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"zarr benchmark subprocess failed:\n{proc.stderr[-2000:]}")
@@ -132,39 +175,77 @@ def bench_real(image_path: Path, mask_path: Path, tile: int, model, device, dens
     return result
 
 
+def zarr_sizes(size: int) -> tuple[int, ...]:
+    """``size`` and a quarter of it (memory growth between the two); ``size`` alone when a
+    quarter would be under 64 px."""
+    return (size // 4, size) if size // 4 >= 64 else (size,)
+
+
 def run_bench(image: str | None = None, mask: str | None = None, size: int | None = 20000,
-              sizes=None, tile: int = 1024, model: str | None = None, device: str | None = None,
-              dense: bool = True, workdir: str | None = None,
+              sizes: Iterable[int] | None = None, tile: int = 1024, model: str | None = None,
+              device: str | None = None, dense: bool = True, workdir: str | None = None,
+              data_root: str | None = None, skip: Iterable[str] = (),
               out: Callable[[str], None] = print) -> dict:
     """Run the benchmarks and report them through ``out``; returns all numbers.
 
-    The zarr benchmark refines a ``size``² scene and one a quarter of that side (memory growth
-    between them), or the given ``sizes``; ``size=None`` and no ``sizes`` skip it."""
-    if sizes is None:
-        sizes = (max(1024, size // 4), size) if size else ()
+    The photo: ``image``/``mask``, else the team's photo (``find_photo``). The zarr benchmark
+    refines the given ``sizes``, else ``zarr_sizes(size)``. ``skip`` leaves out any of
+    ``"photo"``, ``"dense"`` (the photo's dense reference run) and ``"zarr"``."""
+    skip = set(skip) | (set() if dense else {"dense"})
+    unknown = skip - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown part(s) to skip: {', '.join(sorted(unknown))} "
+                         f"(choose from {', '.join(PARTS)})")
+    sizes = tuple(sorted(set(sizes if sizes is not None else zarr_sizes(size) if size else ())))
     report: dict = {"tile": tile}
-    image_path = Path(image) if image else DEFAULT_UHR / "aeroplane.jpg"
-    mask_path = Path(mask) if mask else DEFAULT_UHR / "aeroplane_coarse.png"
-    if image_path.is_file() and mask_path.is_file():
-        r = bench_real(image_path, mask_path, tile, model, device, dense)
-        report["real"] = r
-        line = (f"real {r['shape'][1]}x{r['shape'][0]}: fast {r['fast_seconds']:.1f} s "
-                f"({r['fast_mp_per_s']:.2f} MP/s)")
-        if dense:
-            line += (f", dense {r['dense_seconds']:.1f} s ({r['dense_mp_per_s']:.2f} MP/s), "
-                     f"fast is {r['speedup']:.1f}x faster, fast-vs-dense IoU {100 * r['fast_vs_dense_iou']:.2f}")
-        out(line)
-    else:
-        out(f"real image not found at {image_path}: skipped")
-    if sizes:
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            zr = [bench_zarr(s, tile, model, device, Path(tmp)) for s in sizes]
-        report["zarr"] = zr
-        for r in zr:
-            out(f"zarr {r['size']}²: {r['seconds']:.1f} s ({r['megapixels_per_second']:.2f} MP/s), "
-                f"peak RSS {r['peak_rss_mb']:.0f} MB (process start {r['baseline_rss_mb']:.0f} MB)")
-        if len(zr) >= 2:
-            growth = zr[-1]["peak_rss_mb"] / zr[0]["peak_rss_mb"] - 1
-            report["memory_growth"] = growth
-            out(f"peak memory growth {zr[0]['size']}² -> {zr[-1]['size']}²: {100 * growth:+.1f} %")
+    if "photo" not in skip:
+        report["real"] = _photo_part(image, mask, data_root, tile, model, device,
+                                     dense="dense" not in skip, out=out)
+    if sizes and "zarr" not in skip:
+        report.update(_zarr_part(sizes, tile, model, device, workdir, out=out))
     return report
+
+
+def _photo_part(image, mask, data_root, tile, model, device, dense: bool, out) -> dict | None:
+    if image:
+        found = (Path(image), Path(mask) if mask else None)
+    else:
+        found = find_photo(data_root)
+    if isinstance(found, list) or found[1] is None or not found[1].is_file():
+        where = (", ".join(str(p) for p in found) if isinstance(found, list)
+                 else f"no coarse mask for {found[0]} (--mask)")
+        out(f"real photo not found ({where}): skipped; give --data-root DIR or set ${DATA_ENV} "
+            f"to the folder holding {PHOTO}, or --image and --mask")
+        return None
+    r = bench_real(found[0], found[1], tile, model, device, dense)
+    line = (f"real {r['shape'][1]}x{r['shape'][0]} ({found[0]}): fast {r['fast_seconds']:.1f} s "
+            f"({r['fast_mp_per_s']:.2f} MP/s)")
+    if dense:
+        line += (f", dense {r['dense_seconds']:.1f} s ({r['dense_mp_per_s']:.2f} MP/s), "
+                 f"fast is {r['speedup']:.1f}x faster, fast-vs-dense IoU {100 * r['fast_vs_dense_iou']:.2f}")
+    out(line)
+    return r
+
+
+def _zarr_part(sizes, tile, model, device, workdir, out) -> dict:
+    results = []
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for s in sizes:
+            r = bench_zarr(s, tile, model, device, Path(tmp))
+            results.append(r)
+            out(f"zarr {r['size']}²: {r['seconds']:.1f} s ({r['megapixels_per_second']:.2f} MP/s), "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB of its own process (after loading the model "
+                f"{r['baseline_rss_mb']:.0f} MB)")
+    report: dict = {"zarr": results}
+    if len(results) >= 2:
+        first, last = results[0], results[-1]
+        report["memory_growth"] = last["peak_rss_mb"] / first["peak_rss_mb"] - 1
+        out(f"peak memory growth {first['size']}² -> {last['size']}² "
+            f"({last['megapixels'] / first['megapixels']:.0f}x the pixels): "
+            f"{100 * report['memory_growth']:+.1f} %")
+    return report
+
+
+if __name__ == "__main__":  # the fresh process of bench_zarr: FOLDER TILE MODEL DEVICE
+    folder, tile, model, device = sys.argv[1:5]
+    print(json.dumps(zarr_worker(folder, int(tile), model or None, device or None)))
