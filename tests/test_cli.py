@@ -419,7 +419,7 @@ def _readme_commands() -> list[str]:
 
 def test_readme_starts_with_the_two_setup_commands_and_ci_runs_the_second():
     commands = _readme_commands()
-    assert commands[0] == "pip install . && napari-airm demo"
+    assert commands[0] == 'pip install ".[qt]" && napari-airm demo'
     test_command = commands[1]
     assert "\n" not in test_command and test_command.startswith("apt-get update && apt-get install -y")
     assert 'pip install -e ".[dev]"' in test_command and test_command.endswith("python -m pytest -q")

@@ -179,3 +179,29 @@ def test_bench_measures_each_size_in_a_process_whose_peak_starts_at_its_own_star
     for r in report["zarr"]:
         assert 0 < r["baseline_rss_mb"] <= r["peak_rss_mb"] < parent_peak - 1024
     assert "peak memory growth 96² -> 160²" in lines[-1]
+
+
+# ----------------------------------------------------------------------------- first command
+
+
+REPO = Path(__file__).resolve().parents[1]
+QT_BINDINGS = ("pyqt6", "pyqt5", "pyside6", "pyside2")
+
+
+def test_the_first_command_installs_a_qt_binding_for_the_plugin():
+    """Without a binding, 'napari -w napari-airm' stops with 'No Qt bindings could be found'."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    qt_extra = " ".join(project["optional-dependencies"]["qt"]).lower()
+    assert any(binding in qt_extra for binding in QT_BINDINGS)
+    first = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)[0]
+    assert first.strip() == 'pip install ".[qt]" && napari-airm demo'
+
+
+def test_no_page_tells_users_to_install_from_the_package_index():
+    """napari-airm is installed from the clone; 'pip install napari-airm[qt]' finds nothing."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    wrong = [f"{p.name}:{i}" for p in pages for i, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"pip install [\"']?napari-airm\b", line)]
+    assert not wrong, f"install from the clone (pip install \".[qt]\"), not the index: {wrong}"
