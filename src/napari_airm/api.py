@@ -63,7 +63,7 @@ def refine(image, coarse, settings: RefineSettings | str | None = None, *,
            model: AIRM | str | os.PathLike | None = None, device: str | None = None, out=None,
            labels: str | int | Iterable[int] = "all",
            progress: Callable[[int, int], None] | None = None,
-           cancel: Callable[[], bool] | None = None, **options):
+           cancel: Callable[[], bool] | None = None, scheduler=None, **options):
     """Refine a coarse mask of an image of any size, tile by tile.
 
     image: H×W×3 (or H×W grey, H×W×4 RGBA), uint8 / uint16 / float in [0, 1]; numpy, dask or
@@ -81,10 +81,26 @@ def refine(image, coarse, settings: RefineSettings | str | None = None, *,
     each costs and gains.
     ``cancel()`` returning True stops the run with ``engine.Cancelled``; ``out`` is then left
     as it was for every tile not yet written (use a fresh ``out`` to keep user data intact).
+
+    ``scheduler``: run the tiles of this one image as dask.distributed tasks — ``"local"`` (a
+    LocalCluster for this call), a scheduler address or a ``Client``. ``out`` must then be a
+    zarr array every worker can open; its attribute ``napari_airm_complete`` is true only once
+    every tile is written. ``model`` should be a folder the workers can read (or None for the
+    bundled model); a model object is sent to them instead. See ``engine/distributed.py``.
     """
     from .engine.refine import refine_array
 
     dev = resolve_device(device)
+    if scheduler is not None:
+        from .engine.distributed import refine_on_cluster
+        from .model import AIRM
+        from .model.io import default_model_path
+
+        model_ref = model if isinstance(model, AIRM) else Path(model or default_model_path()).resolve()
+        return refine_on_cluster(image, coarse, _as_model(model, dev), model_ref=model_ref,
+                                 device=dev, out=out, scheduler=scheduler,
+                                 settings=as_settings(settings).replace(**options),
+                                 progress=progress, cancel=cancel)
     return refine_array(image, coarse, _as_model(model, dev), device=dev,
                         settings=as_settings(settings), out=out, labels=labels, progress=progress,
                         cancel=cancel, **options)

@@ -86,23 +86,10 @@ class BinaryRefiner:
             width: int, write: Callable[[Box, np.ndarray], None],
             progress: Callable[[int, int], None] | None = None,
             cancel: Callable[[], bool] | None = None) -> None:
-        plan = self.plan(height, width)
-        self._read_mask, self._shape = read_mask, (height, width)
-        self._reach_map = ReachMap(self.reach, read_mask, height, width) if self.reach else None
+        plan = self.begin(read_mask, height, width, progress, cancel)
         full_res_global = not plan.stage_pitches  # the global stage decodes full resolution
-        global_runs = self.passes if full_res_global else 1
-        self._total = len(plan.tiles()) + global_runs
-        self._done, self._progress, self._cancel = 0, progress, cancel
-        self._check(cancel)
-        g_prob, g_box, weights = self._global_stage(image, read_mask, plan)
-        trust = self.trust  # judged against the given mask, not a later pass's input
-        self._advance(1)
-        for _ in range(global_runs - 1):  # later passes refine the thresholded previous result
-            self._check(cancel)
-            previous = MaskSource.wrap((g_prob[0, 0] > 0.5).cpu().numpy())  # pitch 1 from (0, 0)
-            g_prob, g_box, weights = self._global_stage(image, previous.read, plan)
-            self._advance(1)
-        self.trust = trust
+        g_prob, g_box, weights = self.global_context(image, plan)
+        trust = self.trust
         if trust == 0.0 and (self.reach is not None or self.solve) and not full_res_global:
             self._without_network(image, plan, write)
             return
@@ -116,6 +103,44 @@ class BinaryRefiner:
         whole = (0, plan.height, 0, plan.width)
         self._level(image, plan, 0, whole, (g_prob, g_box, plan.global_decode_pitch), weights, write)
 
+    def begin(self, read_mask: Callable[[Box], np.ndarray], height: int, width: int,
+              progress: Callable[[int, int], None] | None = None,
+              cancel: Callable[[], bool] | None = None) -> Plan:
+        """Prepare a run over a height×width mask (its reader, trust region, progress count)
+        and return its plan. ``run`` starts here; a distributed worker starts here too, so
+        that its tiles see exactly what the single process's would."""
+        plan = self.plan(height, width)
+        self._read_mask, self._shape = read_mask, (height, width)
+        self._reach_map = ReachMap(self.reach, read_mask, height, width) if self.reach else None
+        global_runs = self.passes if not plan.stage_pitches else 1
+        self._total = len(plan.tiles()) + global_runs
+        self._done, self._progress, self._cancel = 0, progress, cancel
+        return plan
+
+    def global_context(self, image: ImageSource, plan: Plan):
+        """The global stage, every pass of it: (probability map, its box, hypernetwork weights)
+        that every tile-local stage starts from. Sets ``self.trust``."""
+        full_res_global = not plan.stage_pitches
+        global_runs = self.passes if full_res_global else 1
+        self._check(self._cancel)
+        g_prob, g_box, weights = self._global_stage(image, self._read_mask, plan)
+        trust = self.trust  # judged against the given mask, not a later pass's input
+        self._advance(1)
+        for _ in range(global_runs - 1):  # later passes refine the thresholded previous result
+            self._check(self._cancel)
+            previous = MaskSource.wrap((g_prob[0, 0] > 0.5).cpu().numpy())  # pitch 1 from (0, 0)
+            g_prob, g_box, weights = self._global_stage(image, previous.read, plan)
+            self._advance(1)
+        self.trust = trust
+        return g_prob, g_box, weights
+
+    def finish_given(self, image: ImageSource, tile: Box) -> np.ndarray:
+        """A tile decided without the network's tile stages: the final decision on the given
+        mask alone (``_without_network``)."""
+        box = self._around(tile, FINISH_HALO)
+        given = np.asarray(self._read_mask(box), dtype=np.float32)
+        return self._finish(image, tile, given, box)
+
     def _without_network(self, image: ImageSource, plan: Plan, write) -> None:
         """The network is out of its domain here (``network_trust`` is 0: its global mask and
         the given one disagree as a whole), so its vote counts for nothing and its tile stages
@@ -126,9 +151,7 @@ class BinaryRefiner:
                       UserWarning, stacklevel=4)
         for tile in plan.tiles():
             self._check(self._cancel)
-            box = self._around(tile, FINISH_HALO)
-            given = np.asarray(self._read_mask(box), dtype=np.float32)
-            write(tile, self._finish(image, tile, given, box))
+            write(tile, self.finish_given(image, tile))
             self._advance(1)
 
     def _level(self, image, plan: Plan, level: int, parent: Box, prev, weights, write) -> None:
