@@ -238,3 +238,65 @@ def test_advanced_choices_reach_the_engine_as_its_settings(make_napari_viewer, q
     expected = api.refine(viewer.layers["img"].data, coarse, model=bundled_model, device="cpu",
                           tile=256, reach=6, solve=False, passes=2, flips=2)
     np.testing.assert_array_equal(viewer.layers["coarse refined"].data > 0, expected > 0)
+
+
+def test_refined_layer_is_named_and_coloured_apart_from_the_coarse_one(make_napari_viewer):
+    """Shown together, the result and the mask it came from can be told apart."""
+    from napari_airm.widgets._colors import colour_distance
+    from napari_airm.widgets._refine_job import RefineRequest
+
+    viewer = make_napari_viewer()
+    widget, coarse, _ = open_refine(viewer, small=(128, 160))
+    source = viewer.layers["coarse"]
+    req = RefineRequest(image=None, mode=NEW, source_name="coarse", source_colormap=source.colormap)
+    widget.apply(req, RefineResult(labels=coarse.copy()))
+    refined = viewer.layers["coarse refined"]
+    ids = np.array([1, 2])
+    assert colour_distance(refined.colormap.map(ids), source.colormap.map(ids)).min() > 0.3
+    widget.apply(req, RefineResult(labels=coarse.copy()))  # a second run: a second, named layer
+    assert viewer.layers[-1].name == "coarse refined [2]"
+
+
+def test_progress_names_its_unit():
+    from napari_airm.widgets._refine_job import describe_progress
+
+    assert describe_progress(0, 0) == "loading the model…"
+    assert describe_progress(5, 120) == "tile 5 of 120"
+    assert describe_progress(1500, 2000) == "object 2 of 2 (75%)"
+
+
+def test_time_is_counted_from_the_click_with_model_loading(make_napari_viewer, qtbot, tiny_model):
+    """The status reports what the user waited; the bar is busy (moving) while the model loads,
+    napari's Activity dock shows the run."""
+    import re
+    import time
+
+    from napari_airm import api
+
+    api._MODEL_CACHE.clear()  # the model is loaded inside the run, as on a first click
+    viewer = make_napari_viewer()
+    widget, _coarse, _ = open_refine(viewer)
+    use_model(widget, tiny_model)
+    seen = []
+    original = widget._on_progress
+
+    def record(done, total, info=None):
+        original(done, total, info)
+        seen.append((done, total, widget.progress.max, widget.status.value,
+                     widget._activity is not None))
+
+    widget._on_progress = record
+    t0 = time.perf_counter()
+    run_and_wait(qtbot, widget)
+    waited = time.perf_counter() - t0
+    first = seen[0]
+    assert first[1] == 0 and first[2] == 0, "a busy bar (max 0) while the model loads"
+    assert first[3].startswith("loading the model") and first[4], "shown in napari's Activity too"
+    assert any(text.startswith("tile ") or text.startswith("object ") for *_, text, _a in seen[1:])
+    match = re.search(r"in ([\d.]+) s \(click to result; loading the model ([\d.]+) s\)",
+                      widget.status.value)
+    assert match, widget.status.value
+    wall, loading = float(match.group(1)), float(match.group(2))
+    assert widget.last_result.seconds <= wall + 0.05 <= waited + 0.1
+    assert 0 < loading <= wall
+    assert widget._activity is None and widget.progress.value == widget.progress.max > 0

@@ -1,5 +1,5 @@
-"""Retrain widget: export pairs in the trainer's layout, a few steps off the GUI thread, and the
-new model shows up in the Refine widget."""
+"""Retrain widget: export pairs in the trainer's layout, a few steps off the GUI thread, the
+new model scored against the base one and offered to Refine, used only when the user says so."""
 from __future__ import annotations
 
 
@@ -52,6 +52,7 @@ def test_retrain_registers_model_for_refine(make_napari_viewer, qtbot, tiny_mode
     retrain.workdir.value = tmp_path / "work"
     retrain.steps.value, retrain.crop.value, retrain.batch.value = 2, 64, 2
     retrain.device.value = "cpu"
+    model_before = refine.model.value
     before = len(registry.registered())
     assert retrain.run() is not None, retrain.status.value
     qtbot.waitUntil(lambda: not retrain.running, timeout=300_000)
@@ -61,9 +62,16 @@ def test_retrain_registers_model_for_refine(make_napari_viewer, qtbot, tiny_mode
     assert (folder / "weights.safetensors").is_file() and folder.is_relative_to(tmp_path)
     run_dir = folder.parent.parent
     assert (run_dir / "data" / "images").is_dir() and (run_dir / "data" / "masks").is_dir()
-    # the Refine widget offers it (and picked it)
+    # the Refine widget offers it, but keeps its model until the user adopts the new one
     assert folder in [v for v in refine.model.choices if v != OTHER]
+    assert refine.model.value == model_before
+    assert "base → new: IoU" in retrain.status.value and "mBA" in retrain.status.value
+    check = retrain.check
+    assert check["crops"] >= 1 and 0 <= check["new"]["iou"] <= 1 and 0 <= check["base"]["mba"] <= 1
+    assert retrain.use_button.enabled
+    retrain.use_button.native.click()
     assert refine.model.value == folder
+    assert not retrain.use_button.enabled
 
 
 def test_retrain_cancel_registers_nothing(make_napari_viewer, qtbot, tiny_model, tmp_path):

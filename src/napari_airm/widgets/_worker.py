@@ -148,6 +148,10 @@ class BackgroundJob:
         self._done.set()
 
     def _finished(self, outcome: Outcome) -> None:
+        try:  # a progress report still queued behind the result must not overwrite it
+            self._bridge.progress.disconnect()
+        except (TypeError, RuntimeError):
+            pass
         if self.cancel_requested and outcome.error is None:
             outcome = Outcome(cancelled=True)  # Cancel pressed while the result was on its way
         self.outcome = outcome
