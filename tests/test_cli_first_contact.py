@@ -205,3 +205,36 @@ def test_no_page_tells_users_to_install_from_the_package_index():
     wrong = [f"{p.name}:{i}" for p in pages for i, line in enumerate(p.read_text().splitlines(), 1)
              if re.search(r"pip install [\"']?napari-airm\b", line)]
     assert not wrong, f"install from the clone (pip install \".[qt]\"), not the index: {wrong}"
+
+
+# ----------------------------------------------------------------------------- the installed command
+
+
+def _console(tmp_path: Path, argv: list[str], before: str = "") -> subprocess.CompletedProcess:
+    """Run the installed command's entry point in a fresh process, its output piped."""
+    code = ("import atexit, sys\n" + before +
+            "atexit.register(lambda: open('exit-handlers-ran', 'w').close())\n"
+            "from napari_airm.cli import console_main\n"
+            f"sys.argv = ['napari-airm'] + {argv!r}\n"
+            "console_main()\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+
+
+def test_the_command_ends_quickly_yet_keeps_its_output_exit_status_and_exit_handlers(tmp_path, tiny_model):
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "img.png")
+    Image.fromarray(_square(64, 10)).save(tmp_path / "mask.png")
+    proc = _console(tmp_path, ["refine", "img.png", "mask.png", "-o", "out.png", "--model",
+                               str(tiny_model), "-q"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("wrote out.png (64x64 binary mask) in ")  # flushed into the pipe
+    assert np.array(Image.open(tmp_path / "out.png")).shape == (64, 64)
+    assert (tmp_path / "exit-handlers-ran").exists()
+
+
+def test_the_quick_exit_keeps_a_failing_commands_status(tmp_path):
+    Image.fromarray(_square(64, 10)).save(tmp_path / "gt.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "pred.png")
+    proc = _console(tmp_path, ["evaluate", "pred.png", "gt.png"], before="import torch\n")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("napari-airm: error: ") and len(proc.stderr.splitlines()) == 1
+    assert (tmp_path / "exit-handlers-ran").exists()

@@ -198,14 +198,15 @@ def _engine_options(args):
 
 def refine_file(image_path, mask_path, output, settings=None, *, model=None, device=None,
                 overwrite: bool = False, labels="all", threshold: float | None = None,
-                quiet: bool = True, started: float | None = None) -> dict:
+                quiet: bool = True, started: float | None = None, scheduler=None) -> dict:
     """Refine one image/mask file pair into ``output`` (.png, .tif or .zarr), atomically.
 
     Lazy inputs (zarr stores, large TIFFs) are read tile by tile; a .zarr output is written
     tile by tile; a large TIFF output goes through a disk-backed array. Returns a small summary
     whose times count from ``started`` (a ``time.perf_counter()`` value; default: this call):
     ``seconds`` in all, split into ``load_seconds`` (imports, reading, the model) and
-    ``refine_seconds`` (refining and writing).
+    ``refine_seconds`` (refining and writing). ``scheduler`` ("local" or an address): the
+    tiles run as dask tasks (engine/distributed.py), writing a .zarr output.
     """
     started = time.perf_counter() if started is None else started
     from . import io_utils
@@ -214,6 +215,9 @@ def refine_file(image_path, mask_path, output, settings=None, *, model=None, dev
     for note in io_utils.clean_leftovers(output):
         print(f"note: {note}", file=sys.stderr)
     out_path = io_utils.check_output_path(output, overwrite)
+    if scheduler is not None and io_utils.suffix_of(out_path) not in io_utils.ZARR_SUFFIXES:
+        raise CLIError("--scheduler writes a .zarr output (each worker writes its own chunks); "
+                       "give -o NAME.zarr")
     image = io_utils.read_image(image_path)
     coarse, kind = io_utils.read_mask(mask_path, threshold=threshold)
     if tuple(image.shape[:2]) != tuple(coarse.shape):
@@ -226,12 +230,15 @@ def refine_file(image_path, mask_path, output, settings=None, *, model=None, dev
     suffix = io_utils.suffix_of(out_path)
     settings = as_settings(settings)
     tile = settings.tile
+    model_folder = model
     model = _as_model(model, resolve_device(device))  # loaded (and torch imported) here
     loaded = time.perf_counter()
     progress, close = _progress("refine", quiet)
     kwargs = dict(settings=settings, model=model, device=device, progress=progress)
     if kind == "labels":
         kwargs["labels"] = labels
+    if scheduler is not None:  # the workers load the model folder themselves
+        kwargs.update(scheduler=scheduler, model=model_folder)
     try:
         with io_utils.atomic_output(out_path, overwrite) as tmp:
             if suffix in io_utils.ZARR_SUFFIXES:
@@ -258,7 +265,8 @@ def cmd_refine(args) -> int:
     summary = refine_file(args.image, args.mask, args.output, model=_check_model(args.model),
                           device=args.device, overwrite=args.overwrite,
                           labels=_parse_labels(args.labels), threshold=args.threshold,
-                          quiet=args.quiet, settings=_engine_options(args), started=args.started)
+                          quiet=args.quiet, settings=_engine_options(args), started=args.started,
+                          scheduler=args.scheduler)
     print(f"wrote {summary['output']} ({summary['height']}x{summary['width']} {summary['kind']} mask) "
           f"in {summary['seconds']:.1f} s (start-up, reading and model load "
           f"{summary['load_seconds']:.1f} s; refine and write {summary['refine_seconds']:.1f} s)")
@@ -645,6 +653,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label ids to refine, e.g. 1,4 (default: all)")
     p.add_argument("--threshold", type=_finite_float, metavar="T",
                    help="binarise the mask at T (foreground where value > T), e.g. for soft masks")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="refine this one image's tiles as dask tasks: 'local' (a cluster of one "
+                        "worker per core) or a scheduler address, e.g. tcp://host:8786; OUT must "
+                        "be .zarr on storage every worker sees")
     p.set_defaults(func=cmd_refine)
 
     p = sub.add_parser("demo", parents=[common, engine, quiet],
@@ -797,5 +809,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def console_main() -> None:
+    """The installed ``napari-airm`` command: ``main()``, then a quick exit.
+
+    Once torch is imported, tearing its modules down at interpreter exit takes seconds after
+    the work is done (measured here: ``import torch`` alone adds 2.4 s to a process's end), so
+    the time a command prints would fall short of what its user waits. By then every output
+    is complete and renamed into place; the exit handlers run (temporary folders, logging), the
+    streams are flushed, and the process ends without the teardown. With threads of its own
+    still running (none that are daemons), the command exits the ordinary way.
+    """
+    import atexit
+    import threading
+
+    status = main()
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    if "torch" not in sys.modules or any(not t.daemon for t in others):
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe ('... | head') or stream: nothing to keep
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()
