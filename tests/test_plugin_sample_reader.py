@@ -35,7 +35,9 @@ def test_sample_labels_and_napari_entry():
     layers = airm_sample()
     assert [t[2] for t in layers] == ["image", "labels", "labels"]
     assert layers[0][1] == {"name": "AIRM sample image", "rgb": True}
-    assert layers[1][1]["name"] == "coarse mask" and layers[1][0].dtype == np.uint8
+    # the hidden truth below the coarse mask: the mask to refine is the top (selected) layer
+    assert [t[1]["name"] for t in layers] == ["AIRM sample image", "ground truth", "coarse mask"]
+    assert layers[1][1]["visible"] is False and layers[2][0].dtype == np.uint8
 
 
 def test_small_sizes_work():

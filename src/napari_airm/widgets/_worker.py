@@ -99,8 +99,8 @@ class BackgroundJob:
         self._cancel = threading.Event()
         self._done = threading.Event()
         self._bridge = _Bridge()
-        if on_progress is not None:
-            self._bridge.progress.connect(on_progress)
+        self._on_progress = on_progress
+        self._bridge.progress.connect(self._deliver_progress)
         self._on_finish = on_finish
         self.outcome: Outcome | None = None
         self.worker = create_worker(self._run, fn, _start_thread=False, _ignore_errors=True,
@@ -138,6 +138,12 @@ class BackgroundJob:
         return Outcome(value=value)
 
     # -- GUI thread ---------------------------------------------------------------------------
+    def _deliver_progress(self, done: int, total: int, info: object) -> None:
+        # the result and the reports travel by different signals: a report that arrives after
+        # the result must not overwrite what the result showed
+        if self._on_progress is not None and not self._done.is_set():
+            self._on_progress(done, total, info)
+
     def start(self) -> "BackgroundJob":
         self.worker.start()
         return self
@@ -148,10 +154,6 @@ class BackgroundJob:
         self._done.set()
 
     def _finished(self, outcome: Outcome) -> None:
-        try:  # a progress report still queued behind the result must not overwrite it
-            self._bridge.progress.disconnect()
-        except (TypeError, RuntimeError):
-            pass
         if self.cancel_requested and outcome.error is None:
             outcome = Outcome(cancelled=True)  # Cancel pressed while the result was on its way
         self.outcome = outcome
