@@ -233,3 +233,39 @@ def test_a_network_out_of_its_domain_is_not_asked_and_the_mask_is_kept(wild_mode
         out = refine_array(img, sloppy, wild_model, device=CPU, global_side=96, tile=128)
     assert not stages
     np.testing.assert_array_equal(out, sloppy)
+
+
+def _disc_scene(radius: float = 60.0, size: int = 200):
+    yy, xx = np.mgrid[:size, :size]
+    r2 = (yy - size / 2) ** 2 + (xx - size / 2) ** 2
+    truth = r2 < radius ** 2
+    rgb = np.where(truth[..., None], [0.8, 0.3, 0.2], [0.2, 0.4, 0.7]).astype(np.float32)
+    rgb = np.clip(rgb + np.random.default_rng(0).normal(0, 0.03, rgb.shape), 0, 1).astype(np.float32)
+    return rgb, truth, r2
+
+
+def test_edge_support_tells_a_boundary_on_the_edge_from_one_beside_it():
+    """The pull to the given mask follows the image: a given boundary on the step edge keeps it
+    (support 1 against a network boundary a pixel beside it), one 2 px off the edge — where the
+    network's boundary lies — does not."""
+    from napari_airm.engine.solve import _near_boundary, edge_support
+
+    rgb, truth, r2 = _disc_scene()
+    on_edge = edge_support(rgb, truth, 3, proposal=r2 < 61 ** 2)
+    beside = edge_support(rgb, r2 < 62 ** 2, 3, proposal=truth)
+    assert on_edge[_near_boundary(truth, 1)].min() > 0.95
+    assert beside[_near_boundary(r2 < 62 ** 2, 1)].mean() < 0.45
+    assert beside[_near_boundary(r2 < 62 ** 2, 1)].max() < 0.6
+    flat = np.full_like(rgb, 0.5)  # no edge anywhere: no reason to move the given boundary
+    assert edge_support(flat, r2 < 62 ** 2, 3, proposal=truth).min() == 1.0
+
+
+def test_the_pull_is_uniform_without_edge_and_taper_and_fades_with_taper():
+    from napari_airm.engine.solve import given_pull
+
+    rgb, truth, r2 = _disc_scene()
+    plain = given_pull(rgb, truth, SolveWeights(given=6.0, edge=0.0, taper=None))
+    assert np.all(plain == 6.0)
+    faded = given_pull(rgb, truth, SolveWeights(given=6.0, edge=0.0, taper=2.0))
+    d = distance_to_boundary(truth)
+    assert np.all(faded[d <= 1] == 6.0) and np.all(faded[d >= 3] == 0.0)

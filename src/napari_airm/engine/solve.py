@@ -33,6 +33,18 @@ LOGIT_CLIP = 6.0  # network log-odds beyond this are "sure": they only add stiff
 ITERATIONS = 1  # cuts; each later one refits the colour models to the previous cut (GrabCut-like)
 COLOUR_BINS = 16  # per channel: 16³ colour histogram cells
 COLOUR_RING = 12  # pixels around the band whose decided labels fit the colour models
+# Where the pull to the given mask applies (``given_pull``). A good mask's boundary sits on the
+# image's edge and a rough one's does not, and a correction the network makes far from the given
+# boundary is not a pixel of lean: so the pull is scaled by how well the given boundary nearby
+# lies on the strongest edge around it (EDGE: 0 = ignore the image, 1 = fully scaled), and fades
+# with the distance to the given boundary (TAPER pixels after the first; None = everywhere).
+EDGE = 0.0  # share of the pull that the image's edges decide
+EDGE_RADIUS = 3  # pixels: the given boundary is compared with the strongest edge this close
+EDGE_RIVAL = "network"  # what the given boundary's edge is compared with: the network's
+#   boundary ("network": the image gives a reason to move only if that is on a stronger edge)
+#   or the strongest edge within EDGE_RADIUS ("nearby")
+EDGE_FLOOR = 0.02  # gradient magnitude (RGB in [0, 1]) below which an edge is noise: flat stays
+TAPER = None  # pixels: the pull falls to 0 this far beyond the given boundary's first pixel
 
 # How far the network's vote counts (``network_trust``): full when its global-stage mask and the
 # given one overlap at least TRUST_FULL (IoU), none below TRUST_NONE. Training's coarse masks
@@ -54,6 +66,8 @@ class SolveWeights:
     given: float = field(default_factory=lambda: GIVEN)
     pairwise: float = field(default_factory=lambda: PAIRWISE)
     iterations: int = field(default_factory=lambda: ITERATIONS)
+    edge: float = field(default_factory=lambda: EDGE)
+    taper: float | None = field(default_factory=lambda: TAPER)
 
 
 def network_trust(network: np.ndarray, given: np.ndarray) -> float:
@@ -94,7 +108,8 @@ def solve_boundary(rgb: np.ndarray, prob: np.ndarray, given: np.ndarray,
     img = np.asarray(rgb, np.float32)
     colour = img[ys, xs]
 
-    unary_base = trust * weights.net * _logit(prob[ys, xs]) + weights.given * np.where(given[ys, xs], 1.0, -1.0)
+    pull = given_pull(img, given, weights, decision)[ys, xs]
+    unary_base = trust * weights.net * _logit(prob[ys, xs]) + pull * np.where(given[ys, xs], 1.0, -1.0)
 
     # neighbours of every band pixel in all 8 directions; band–band pairs once (forward only)
     links = []  # (band node, neighbour node or -1, neighbour's decided label, pair weight)
@@ -139,6 +154,64 @@ def solve_boundary(rgb: np.ndarray, prob: np.ndarray, given: np.ndarray,
         graph.maxflow()
         out[ys, xs] = ~graph.get_grid_segments(nodes)  # segments: True on the sink (bg) side
     return out
+
+
+def given_pull(img: np.ndarray, given: np.ndarray, weights: SolveWeights,
+               proposal: np.ndarray | None = None) -> np.ndarray:
+    """Per pixel, how strongly the cut keeps the given label (log-odds units, 0..``given``).
+
+    Scaled by ``edge_support`` (with weight ``weights.edge``) and faded with the distance to
+    the given boundary (``weights.taper``); with neither it is ``weights.given`` everywhere.
+    Depends on pixels at most EDGE_RADIUS + 2·band away, so windows with a halo agree."""
+    pull = np.full(given.shape, float(weights.given))
+    if weights.edge:
+        rival = proposal if EDGE_RIVAL == "network" else None
+        pull *= (1.0 - weights.edge) + weights.edge * edge_support(img, given, weights.band, rival)
+    if weights.taper is not None:
+        u8 = np.ascontiguousarray(given, dtype=np.uint8)
+        dist = np.where(given, cv2.distanceTransform(u8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE),
+                        cv2.distanceTransform(1 - u8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE))
+        pull *= np.clip((weights.taper + 1.0 - dist) / max(weights.taper, 1e-6), 0.0, 1.0)
+    return pull
+
+
+def edge_support(img: np.ndarray, given: np.ndarray, spread: int,
+                 proposal: np.ndarray | None = None) -> np.ndarray:
+    """Per pixel in [0, 1]: how well the given boundary near it lies on the image's edge.
+
+    The colour gradient magnitude averaged over the given boundary's pixels (both sides of it)
+    within ``spread`` of each pixel, divided by the larger of itself and the same average over
+    the boundary of ``proposal`` (the network's decision) — or, with no proposal, over the
+    strongest gradient within EDGE_RADIUS. Both are raised by EDGE_FLOOR, so a boundary in flat
+    colour (no reason to move it) scores 1; so does a pixel with no given boundary near it."""
+    grad = _gradient_magnitude(img)
+    given_edge, given_count = _boundary_mean(grad, given, spread)
+    if proposal is None:
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * EDGE_RADIUS + 1,) * 2)
+        rival, rival_count = _boundary_mean(cv2.dilate(grad, disc), given, spread)
+    else:
+        rival, rival_count = _boundary_mean(grad, proposal, spread)
+    rival = np.where(rival_count > 0.5, np.maximum(rival, given_edge), given_edge)
+    return np.where(given_count > 0.5, (given_edge + EDGE_FLOOR) / (rival + EDGE_FLOOR), 1.0)
+
+
+def _gradient_magnitude(img: np.ndarray) -> np.ndarray:
+    """Colour gradient magnitude (Sobel of a σ = 1 blur, per unit of intensity per pixel)."""
+    smooth = cv2.GaussianBlur(np.asarray(img, np.float32), (0, 0), 1.0)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    sq = gx ** 2 + gy ** 2
+    return np.sqrt(sq.sum(axis=-1) if sq.ndim == 3 else sq)
+
+
+def _boundary_mean(values: np.ndarray, mask: np.ndarray, spread: int):
+    """Mean of ``values`` over ``mask``'s boundary pixels within ``spread`` (chessboard) of
+    each pixel, and how many there are."""
+    boundary = _near_boundary(mask, 1).astype(np.float32)
+    box = (2 * spread + 1,) * 2
+    total = cv2.boxFilter(values * boundary, -1, box, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    count = cv2.boxFilter(boundary, -1, box, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    return total / np.maximum(count, 1e-6), count
 
 
 def _near_boundary(mask: np.ndarray, radius: int) -> np.ndarray:
