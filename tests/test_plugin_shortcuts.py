@@ -81,6 +81,18 @@ def test_undo_key_undoes_an_in_place_refinement(refine_setup, qtbot):
     np.testing.assert_array_equal(layer.data, coarse)
 
 
+def test_undo_key_never_undoes_a_later_paint_stroke(refine_setup, qtbot):
+    viewer, widget, layer, coarse = refine_setup
+    changed = coarse.copy()
+    changed[10:14, 10:30] = 0
+    idx = np.nonzero(changed != coarse)
+    req = type("Req", (), {"mode": IN_PLACE, "target": _layers.unwrap(layer), "source_name": "coarse"})()
+    widget.apply(req, RefineResult(indices=idx, values=changed[idx]))
+    layer.data_setitem((np.array([50]), np.array([5])), np.array([7]))  # the user paints
+    press(qtbot, viewer, keys.UNDO_REFINEMENT)
+    assert layer.data[50, 5] == 7 and "edited after the refinement" in widget.status.value
+
+
 def test_undo_key_removes_a_new_refined_layer(refine_setup, qtbot):
     from napari_airm.widgets._refine_job import RefineRequest
 

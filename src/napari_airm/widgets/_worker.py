@@ -232,16 +232,21 @@ class JobControls:
         else:
             self.job_finished(req, outcome)
 
-    def _show_progress(self, done: int, total: int) -> None:
-        """``total`` 0: work of unknown length (model loading): a busy bar that moves."""
-        if self._activity is not None:
-            if self._activity.total != total:
-                self._activity.total = total
+    def _show_progress(self, done: int, total: int, text: str | None = None) -> None:
+        """``total`` 0: work of unknown length (model loading): a busy bar that moves.
+
+        Call it after setting the status: napari's Activity bar, updated last, may process
+        events, and so deliver the result (and its final status) in the middle of this call.
+        """
+        if self.progress is not None:
+            self.progress.max = max(0, total)
+            self.progress.value = min(done, max(0, total))
+        if self._activity is not None and text is not None:
+            self._activity.set_description(text)
+        if self._activity is not None and self._activity.total != total:
+            self._activity.total = total
+        if self._activity is not None:  # None again if the result arrived meanwhile
             self._activity.update(min(done, total) - self._activity.n)
-        if self.progress is None:
-            return
-        self.progress.max = max(0, total)
-        self.progress.value = min(done, max(0, total))
 
     def _on_progress(self, done: int, total: int, info=None) -> None:
         self._show_progress(done, total)

@@ -87,6 +87,7 @@ class RefineWidget(JobControls, QWidget):
         self.progress = ProgressBar(min=0, max=100, value=0, label="progress")
         self.last_layer = None  # the layer the last run made (new layer) or changed (in place)
         self.last_mode: str | None = None
+        self._history_mark: int | None = None  # the in-place layer's undo count after the run
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         self.buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
@@ -158,6 +159,10 @@ class RefineWidget(JobControls, QWidget):
         if layer is None or self.running:
             return False
         if self.last_mode == IN_PLACE:
+            if _history_length(layer) != self._history_mark:
+                self.status.value = (f"'{layer.name}' was edited after the refinement: use Ctrl+Z "
+                                     f"on it to step back")
+                return False
             layer.undo()
             self.status.value = f"undid the refinement of '{layer.name}'"
         elif layer in [L.unwrap(x) for x in self.viewer.layers]:
@@ -227,10 +232,8 @@ class RefineWidget(JobControls, QWidget):
         return partial(run_refine, req)
 
     def _on_progress(self, done: int, total: int, _info=None) -> None:
-        self._show_progress(done, total)
         self.status.value = f"{describe_progress(done, total)} · {self.seconds_since_click():.0f} s"
-        if self._activity is not None:
-            self._activity.set_description(f"AIRM refine: {describe_progress(done, total)}")
+        self._show_progress(done, total, f"AIRM refine: {describe_progress(done, total)}")
 
     def job_finished(self, req: RefineRequest, outcome: Outcome) -> None:
         if outcome.cancelled:
@@ -246,6 +249,7 @@ class RefineWidget(JobControls, QWidget):
         if req.mode == IN_PLACE:
             n = L.apply_in_place(req.target, result.indices, result.values)
             self.last_layer = req.target if n else None
+            self._history_mark = _history_length(req.target)
             what = (f"refined '{req.source_name}' in place: {n} pixels changed "
                     f"(Ctrl+Z or {keys.UNDO_REFINEMENT} undoes it)")
         else:
@@ -257,6 +261,12 @@ class RefineWidget(JobControls, QWidget):
         self.status.value = f"{what} in {timing_text(self.seconds_since_click(), result)}"
         self.progress.max = max(1, self.progress.max)
         self.progress.value = self.progress.max
+
+
+def _history_length(layer) -> int | None:
+    """How many edits the layer can undo (napari keeps no public count; None if unknown)."""
+    history = getattr(layer, "_undo_history", None)
+    return None if history is None else len(history)
 
 
 def timing_text(wall: float, result: RefineResult) -> str:

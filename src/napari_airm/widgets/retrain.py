@@ -170,11 +170,11 @@ class RetrainWidget(JobControls, QWidget):
         return partial(run_retrain, req)
 
     def _on_progress(self, done: int, total: int, info=None) -> None:
-        self._show_progress(done, total)
         if isinstance(info, dict):
             self.status.value = f"step {done}/{total}, loss {info.get('total', float('nan')):.4f}"
         elif info:
             self.status.value = str(info)
+        self._show_progress(done, total, f"AIRM retrain: {self.status.value}")
 
     def job_finished(self, req: RetrainRequest, outcome: Outcome) -> None:
         if outcome.cancelled:
