@@ -1,4 +1,6 @@
-"""Screenshots of the napari-airm widgets for docs/plugin.md, from the real plugin.
+"""Screenshots of the napari-airm widgets for docs/plugin.md, from the real plugin: the AIRM
+dock (tabs Refine / Evaluate / Retrain) in a 1366×768 window, the sample opened after docking
+and the widgets left on their default layers (what a new user sees).
 
     xvfb-run -a python make_screenshots.py OUT_DIR [MODEL_FOLDER]
 """
@@ -41,18 +43,16 @@ def shot(viewer, name):
 
 viewer = napari.Viewer(show=True)
 app = QApplication.instance()
-viewer.window._qt_window.resize(1800, 1050)
+viewer.window._qt_window.resize(1366, 768)
+_d, airm = viewer.window.add_plugin_dock_widget("napari-airm", "AIRM")
 viewer.open_sample("napari-airm", "airm-sample")
-_d, refine = viewer.window.add_plugin_dock_widget("napari-airm", "Refine")
-refine.image.value = _layers.unwrap(viewer.layers["AIRM sample image"])
-refine.coarse.value = _layers.unwrap(viewer.layers["coarse mask"])
+refine, ev, rt = airm.refine, airm.evaluate, airm.retrain
+assert refine.coarse.value.name == "coarse mask" and ev.gt.value.name == "ground truth"
 refine.device.value = "cpu"
 if model is not None:
     refine.model.value = OTHER
     refine.model_folder.value = model
 viewer.layers["coarse mask"].opacity = 0.45
-from qtpy.QtCore import Qt
-viewer.window._qt_window.resizeDocks([_d], [430], Qt.Orientation.Horizontal)
 
 refine.run()
 wait(lambda: not refine.running)
@@ -61,8 +61,7 @@ res = viewer.layers["coarse mask refined"]
 coarse_layer = viewer.layers["coarse mask"]
 coarse_layer.opacity, coarse_layer.contour = 0.9, 3
 res.opacity, res.contour = 1.0, 3
-res.colormap = {None: "transparent", 1: "yellow", 2: "yellow"}
-coarse_layer.colormap = {None: "transparent", 1: "magenta", 2: "magenta"}
+# the refined layer's own (contrasting) colours are kept; contours show both boundaries
 # zoom onto the stretch of boundary where the coarse mask is most wrong (thin spikes)
 import cv2
 gt = viewer.layers["ground truth"].data > 0
@@ -72,33 +71,25 @@ cy, cx = np.unravel_index(np.argmax(score), score.shape)
 viewer.camera.center = (float(cy), float(cx))
 viewer.camera.zoom = 1.3
 shot(viewer, "refine.png")
-coarse_layer.colormap = {None: "transparent", 1: "orange", 2: "green"}
 coarse_layer.contour, coarse_layer.opacity = 0, 0.4
 coarse_layer.visible = False
 res.contour, res.opacity = 0, 0.5
 
 # evaluate: refined vs ground truth, with the coarse mask for the gain
-viewer.window.remove_dock_widget(_d)
-_d, ev = viewer.window.add_plugin_dock_widget("napari-airm", "Evaluate")
-ev.pred.value = _layers.unwrap(res)
-ev.gt.value = _layers.unwrap(viewer.layers["ground truth"])
-ev.coarse.value = _layers.unwrap(viewer.layers["coarse mask"])
-viewer.window._qt_window.resizeDocks([_d], [470], Qt.Orientation.Horizontal)
+airm.tabs.setCurrentIndex(1)
+assert ev.pred.value is _layers.unwrap(res) and ev.coarse.value.name == "coarse mask"  # defaults
 ev.run()
 wait(lambda: not ev.running)
 viewer.reset_view()
 shot(viewer, "evaluate.png")
 
 # retrain: the refined (and, in real use, corrected) labels as training pairs
-viewer.window.remove_dock_widget(_d)
-_d, rt = viewer.window.add_plugin_dock_widget("napari-airm", "Retrain")
-rt.image.value = _layers.unwrap(viewer.layers["AIRM sample image"])
-rt.labels.value = _layers.unwrap(viewer.layers["ground truth"])
+airm.tabs.setCurrentIndex(2)
+rt.labels.value = _layers.unwrap(viewer.layers["ground truth"])  # stands in for corrected labels
 rt.add_pair()
 if model is not None:
     rt.base_model.value = OTHER
     rt.model_folder.value = model
-viewer.window._qt_window.resizeDocks([_d], [430], Qt.Orientation.Horizontal)
 rt.workdir.value = out.parent / "finetune-screens"
 rt.steps.value, rt.crop.value, rt.batch.value = 20, 224, 4
 rt.device.value = "cpu"
@@ -106,10 +97,8 @@ rt.run()
 wait(lambda: not rt.running)
 print(rt.status.value, flush=True)
 shot(viewer, "retrain.png")
-viewer.window.remove_dock_widget(_d)
-_d, refine2 = viewer.window.add_plugin_dock_widget("napari-airm", "Refine")
-viewer.window._qt_window.resizeDocks([_d], [430], Qt.Orientation.Horizontal)
-
+rt.use_button.native.click()  # the explicit step: Refine now uses the new model
+airm.tabs.setCurrentIndex(0)
 shot(viewer, "refine-new-model.png")
 
 viewer.close()

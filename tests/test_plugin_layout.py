@@ -33,6 +33,14 @@ def test_airm_dock_fits_a_laptop_screen(make_napari_viewer, qtbot):
         assert needed <= area.viewport().height(), (airm.tabs.tabText(index), needed)
         assert area.verticalScrollBar().maximum() == 0 and area.horizontalScrollBar().maximum() == 0
     assert viewer.window._qt_viewer.canvas.native.width() >= SCREEN[0] // 2
+    # a long status (a model path, no spaces to wrap at) wraps or clips, never widens the dock
+    long_path = "/home/someone/napari-airm/finetune/run-20261207-104226/train/model" * 2
+    for widget in (airm.refine, airm.evaluate, airm.retrain):
+        widget.status.value = f"trained 20 steps → model ({long_path}); {long_path}"
+    for index in range(airm.tabs.count()):
+        airm.tabs.setCurrentIndex(index)
+        settle(qtbot)
+        assert airm.tabs.widget(index).horizontalScrollBar().maximum() == 0, airm.tabs.tabText(index)
 
 
 def test_three_widgets_tabbed_by_napari_fit_too(make_napari_viewer, qtbot):

@@ -40,6 +40,19 @@ def avoid_llvm_clash() -> None:
         log.info("napari-airm: OpenGL driver loaded LLVM; torch will run without triton")
 
 
+def status_label():
+    """A status line that wraps and never widens the widget: a long path or message wraps
+    (at any character if it must) instead of pushing the dock wider than the screen."""
+    from magicgui.widgets import Label
+    from qtpy.QtWidgets import QSizePolicy
+
+    label = Label(value="")
+    label.native.setWordWrap(True)
+    label.native.setMinimumWidth(1)
+    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    return label
+
+
 @dataclass
 class Outcome:
     value: Any = None

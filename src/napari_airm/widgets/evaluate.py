@@ -9,14 +9,14 @@ from functools import partial
 from typing import Callable
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton
+from magicgui.widgets import ComboBox, Container, PushButton
 from qtpy.QtWidgets import (QAbstractItemView, QApplication, QFileDialog, QTableWidget,
                             QTableWidgetItem, QVBoxLayout, QWidget)
 
 from . import _defaults as D
 from . import _layers as L
 from ._plot import RadiusPlot
-from ._worker import JobControls, Outcome, avoid_llvm_clash
+from ._worker import JobControls, Outcome, avoid_llvm_clash, status_label
 
 NONE = "(none)"
 COLUMNS = ["object", "iou", "mba", "coarse_iou", "coarse_mba", "gain_iou", "gain_mba"]
@@ -110,8 +110,7 @@ class EvaluateWidget(JobControls, QWidget):
         self.start_button = self.run_button
         self.copy_button = PushButton(text="Copy CSV", enabled=False)
         self.export_button = PushButton(text="Export CSV…", enabled=False)
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
+        self.status = status_label()
         self.form = Container(widgets=[self.pred, self.gt, self.coarse])
         self.buttons = Container(widgets=[self.run_button, self.copy_button, self.export_button],
                                  layout="horizontal", labels=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
-from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar,
+from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, ProgressBar,
                               PushButton, SpinBox)
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
@@ -21,7 +21,7 @@ from ._colors import contrasting_colormap
 from ._models import OTHER, check_model_folder, registry
 from ._refine_job import (IN_PLACE, NEW, RefineRequest, RefineResult, describe_progress,
                           run_refine)
-from ._worker import JobControls, Outcome, avoid_llvm_clash
+from ._worker import JobControls, Outcome, avoid_llvm_clash, status_label
 
 __all__ = ["RefineWidget", "RefineRequest", "RefineResult", "run_refine", "NEW", "IN_PLACE",
            "ALL", "SELECTED"]
@@ -88,8 +88,7 @@ class RefineWidget(JobControls, QWidget):
         self.last_layer = None  # the layer the last run made (new layer) or changed (in place)
         self.last_mode: str | None = None
         self._history_mark: int | None = None  # the in-place layer's undo count after the run
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
+        self.status = status_label()
         self.buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                                  labels=False)
 

@@ -8,7 +8,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from magicgui.widgets import (ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar,
+from magicgui.widgets import (ComboBox, Container, FileEdit, LineEdit, ProgressBar,
                               PushButton, SpinBox)
 from qtpy.QtWidgets import QListWidget, QVBoxLayout, QWidget
 from superqt import QCollapsible
@@ -17,7 +17,7 @@ from . import _defaults as D
 from . import _layers as L
 from ._models import OTHER, check_model_folder, registry
 from ._retrain_job import RetrainRequest, RetrainResult, check_text, finetune_config, run_retrain
-from ._worker import JobControls, Outcome, avoid_llvm_clash
+from ._worker import JobControls, Outcome, avoid_llvm_clash, status_label
 
 __all__ = ["RetrainWidget", "RetrainRequest", "RetrainResult", "finetune_config", "run_retrain"]
 
@@ -55,8 +55,7 @@ class RetrainWidget(JobControls, QWidget):
         self.start_button = self.train_button
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=100, value=0, label="progress")
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
+        self.status = status_label()
         self.use_button = PushButton(text="Use for Refine", enabled=False,
                                      tooltip="make the new model the Refine widget's model")
         self.form = Container(widgets=[self.image, self.labels])
