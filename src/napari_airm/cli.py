@@ -558,6 +558,12 @@ def cmd_refine_many(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.distributed:
+        from .engine.bench_distributed import run_distributed_bench
+
+        run_distributed_bench(size=args.zarr_size[0], tile=args.tile, workers=args.workers,
+                              model=_check_model(args.model), device=args.device, out=print)
+        return 0
     try:
         from .engine.bench import run_bench, zarr_sizes
     except ImportError as exc:
@@ -748,6 +754,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_positive_int, default=1024, metavar="N", help="tile side (default 1024)")
     p.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
+    p.add_argument("--distributed", action="store_true",
+                   help="instead: one zarr scene (--zarr-size N) refined in one "
+                        "process and on a LocalCluster of --workers single-threaded workers; time "
+                        "ratio, peak memory per worker, task times (engine/bench_distributed.py)")
+    p.add_argument("--workers", type=_positive_int, default=2, metavar="N",
+                   help="workers of --distributed's LocalCluster (default 2)")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -255,15 +255,21 @@ def connect(scheduler, n_workers: int | None = None):
     connects to a running scheduler; a Client is used as it is (and left open)."""
     import os
 
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if isinstance(scheduler, Client):
         yield scheduler
         return
     if isinstance(scheduler, str) and scheduler == "local":
-        cluster = LocalCluster(n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
-                               processes=True, dashboard_address=None,
-                               env={"OMP_NUM_THREADS": "1"}, silence_logs=logging.ERROR)
+        # dask gives its workers MALLOC_TRIM_THRESHOLD_=65536, which also switches off glibc's
+        # dynamic mmap threshold: every large tensor is then mapped and faulted in afresh, and
+        # the engine took 2.2× the CPU time (docs/performance.md). The engine trims its heap
+        # after each stage itself, so its workers keep glibc's defaults.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = LocalCluster(n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
+                                   processes=True, dashboard_address=None,
+                                   env={"OMP_NUM_THREADS": "1"}, silence_logs=logging.ERROR)
         client = Client(cluster)
         try:
             yield client
