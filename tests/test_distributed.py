@@ -59,15 +59,12 @@ def stores(tmp_path_factory, model_folder):
 
 @pytest.fixture(scope="module")
 def client():
-    """Two single-threaded worker processes, shared by the tests of this file."""
-    from dask.distributed import Client, LocalCluster
+    """Two single-threaded worker processes (as scheduler="local" starts them), shared by the
+    tests of this file."""
+    from napari_airm.engine.distributed import connect
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=None, env={"OMP_NUM_THREADS": "1"})
-    c = Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
+    with connect("local", n_workers=2) as c:
+        yield c
 
 
 def _new_out(path: Path, shape, chunk: int = 256):
