@@ -18,7 +18,10 @@ costs no extra pass over the mask.
 Faults: tasks are pure functions of (job, group) and overwrite whole chunks, so a task lost
 with its worker is simply run again by dask. The output's ``napari_airm_complete`` attribute
 is false from before the first write until the last task has finished: a run stopped by the
-user (cancel, Ctrl-C, a failed task) leaves a store that says it is incomplete.
+user (cancel, Ctrl-C, a failed task) leaves a store that says it is incomplete. A task
+already running when the run stops finishes on its worker (dask cannot interrupt it) and
+writes its group, unless its output folder is gone by then; with ``scheduler="local"`` the
+workers end with the run.
 """
 from __future__ import annotations
 
