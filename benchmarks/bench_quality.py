@@ -397,8 +397,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", type=int, default=1, help="refinement passes (default 1)")
     p.add_argument("--flips", type=int, default=1, choices=(1, 2, 4),
                    help="flip averaging: 1 (off), 2 (left-right), 4 (and up-down); default 1")
-    p.add_argument("--snap", action="store_true",
-                   help="edge snapping (refine(..., snap=True)); default off as in the engine")
     p.add_argument("--methods", default=None,
                    help=f"comma-separated subset of {','.join(METHODS)} (default: all the installed "
                         "engine supports); coarse is always scored, as the reference")
@@ -458,8 +456,6 @@ def main(argv=None) -> int:
             return fail(f"method {m} needs refine({', '.join(k + '=...' for k in missing)}), which this "
                         f"napari_airm does not have yet (napari_airm.api.refine takes: "
                         f"{', '.join(sorted(known))}); run the other methods, or update the engine")
-    if args.snap and "snap" not in known:
-        return fail("--snap: this napari_airm.refine has no snap keyword")
     methods = ["coarse"] + [m for m in METHODS if m in methods and m != "coarse"]  # table order
 
     if args.modes:
@@ -508,8 +504,6 @@ def main(argv=None) -> int:
             model_meta = {"path": str(folder)}
 
     engine_options = {"tile": args.tile, "passes": args.passes, "flips": args.flips}
-    if args.snap:
-        engine_options["snap"] = True
 
     def model_refine(image, coarse, **variant):
         return api.refine(image, coarse, model=model, device=str(device), **engine_options, **variant)
@@ -539,13 +533,13 @@ def main(argv=None) -> int:
     ]
     print("\n".join(header))
     variant_suffix = ((f", {args.passes} passes" if args.passes > 1 else "")
-                      + (f", {args.flips} flips" if args.flips > 1 else "") + (", snap" if args.snap else ""))
+                      + (f", {args.flips} flips" if args.flips > 1 else ""))
     names = {"coarse": "coarse input", "grabcut": f"OpenCV GrabCut ({args.grabcut_iterations} it.)",
              **{m: f"{model_label or 'model'} {m}: {VARIANT_LABELS[m]}{variant_suffix}"
                 for m in MODEL_VARIANTS}}
     report = {"command": command, "code": _git_revision(), "device": str(device), "model": model_meta,
               "data_root": str(args.data_root), "methods": methods, "modes": modes, "seed": args.seed,
-              "passes": args.passes, "flips": args.flips, "snap": args.snap,
+              "passes": args.passes, "flips": args.flips,
               "model_variants": {m: {k: v for k, v in MODEL_VARIANTS[m].items()} for m in methods
                                  if m in MODEL_VARIANTS},
               "good_mask_tolerance": GOOD_MASK_TOLERANCE, "notes": notes, "sets": {}}

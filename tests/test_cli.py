@@ -95,11 +95,11 @@ def test_engine_options_reach_the_engine_as_one_settings_object(files, model_dir
         a[2] if len(a) > 2 else k.get("settings"))) or real_refine(*a, **k))
     args = (["refine", files / "img.png", files / "mask.png", "-o", files / "two.png"]
             if command == "refine" else ["demo", "-o", files / "demo", "--size", "96x128"])
-    rc, _, err = run([*args, "--model", model_dir, "--passes", 2, "--flips", 2, "--snap",
+    rc, _, err = run([*args, "--model", model_dir, "--passes", 2, "--flips", 2,
                       "--reach", 7, "--no-solve", "-q"], capsys)
     assert rc == 0, err
-    assert [(s.passes, s.flips, s.snap, s.reach, s.solve) for s in seen] == [(2, 2, True, 7, False)]
-    for bad in (["--passes", "0"], ["--flips", "3"], ["--reach", "0"], ["--reach", "far"]):
+    assert [(s.passes, s.flips, s.reach, s.solve) for s in seen] == [(2, 2, 7, False)]
+    for bad in (["--passes", "0"], ["--flips", "3"], ["--reach", "0"], ["--reach", "far"], ["--snap"]):
         with pytest.raises(SystemExit) as info:
             cli.main([*map(str, args), *bad])
         assert info.value.code == 2

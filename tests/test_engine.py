@@ -72,22 +72,18 @@ def local_model(busy_model):
     return model
 
 
-@pytest.mark.parametrize("tile, anchor, flips, snap", [
-    (64, False, 1, False), (128, False, 1, False), (192, False, 1, False), (64, True, 1, False),
-    (128, True, 1, False), (192, True, 1, False), (128, False, 4, False),
-    (64, False, 1, True), (192, False, 1, True)])
-def test_tiling_geometry_is_exact(local_model, tile, anchor, flips, snap):
+@pytest.mark.parametrize("tile, anchor, flips", [
+    (64, False, 1), (128, False, 1), (192, False, 1), (64, True, 1), (128, True, 1),
+    (192, True, 1), (128, False, 4)])
+def test_tiling_geometry_is_exact(local_model, tile, anchor, flips):
     image, _, coarse = scene(448, 576)
     # global + two tile-local stages
     # the network's cascade alone (the trust region and the boundary solve have their own tests)
-    kwargs = dict(device=CPU, global_side=96, anchor=anchor, flips=flips, snap=snap, reach=None,
+    kwargs = dict(device=CPU, global_side=96, anchor=anchor, flips=flips, reach=None,
                   solve=False)
     assert make_plan(448, 576, tile=tile, global_side=96).stage_pitches == (4, 2)
     whole = refine_array(image, coarse, local_model, tile=1024, **kwargs)
     tiled = refine_array(image, coarse, local_model, tile=tile, **kwargs)
-    if snap:  # snapping really acts on the soft global map the local model passes on
-        unsnapped = refine_array(image, coarse, local_model, tile=1024, **{**kwargs, "snap": False})
-        assert (whole != unsnapped).any()
     if anchor:  # the local model keeps a full-resolution mask it is given: read back in place
         np.testing.assert_array_equal(whole, coarse)
     else:  # it keeps the global stage's coarse map, which differs from the given mask
@@ -204,28 +200,13 @@ def test_a_good_mask_of_a_large_image_keeps_its_detail(bundled_model):
     from napari_airm.metrics import boundary_accuracy
 
     image, gt, _ = scene(1536, 1536, seed=8)
-    kwargs = dict(device=CPU, global_side=192, snap=False, reach=None, solve=False)  # the cascade alone
+    kwargs = dict(device=CPU, global_side=192, reach=None, solve=False)  # the cascade alone
     anchored = refine_array(image, gt, bundled_model, **kwargs)
     crm = refine_array(image, gt, bundled_model, anchor=False, **kwargs)
     # stage-4 model: 0.942 / 0.99960 anchored, 0.870 / 0.99902 without
     assert boundary_accuracy(anchored, gt) >= 0.9
     assert boundary_accuracy(anchored, gt) - boundary_accuracy(crm, gt) >= 0.03
     assert (anchored == gt).mean() >= 0.9995
-
-
-def test_edge_snapping_puts_boundaries_on_the_image_edges(bundled_model):
-    """On a scene whose object boundary is a sharp colour edge, snapping moves the refined
-    boundary onto it (stage-4 model: boundary accuracy 0.81 -> 0.92); off by default."""
-    from napari_airm.metrics import boundary_accuracy
-
-    image, gt, coarse = scene(320, 400, seed=3)
-    network = dict(device=CPU, reach=None, solve=False)  # snapping filters the network's output
-    raw = refine_array(image, coarse, bundled_model, **network)
-    np.testing.assert_array_equal(raw, refine_array(image, coarse, bundled_model, **network,
-                                                    snap=False))
-    snapped = refine_array(image, coarse, bundled_model, **network, snap=True)
-    assert boundary_accuracy(snapped, gt) >= boundary_accuracy(raw, gt) + 0.05
-    assert (snapped != raw).mean() < 0.02  # it moves boundary pixels, nothing else
 
 
 def test_flip_averaging_is_mirror_symmetric(busy_model):

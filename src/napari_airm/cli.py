@@ -193,7 +193,7 @@ def _engine_options(args):
 
     return RefineSettings(reach=reach, solve=not args.no_solve,
                           keep=ROUGH_KEEP if args.rough else None, tile=args.tile, dense=args.dense,
-                          passes=args.passes, flips=args.flips, snap=args.snap)
+                          passes=args.passes, flips=args.flips)
 
 
 def refine_file(image_path, mask_path, output, settings=None, *, model=None, device=None,
@@ -634,9 +634,6 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--flips", type=int, choices=(1, 2, 4), default=1, metavar="N",
                         help="average over N mirrored views (1, 2: left-right, 4: and up-down): "
                              "+0.1 to +0.8 mBA on DUTS val photos for up to N times the time; default 1")
-    engine.add_argument("--snap", action="store_true",
-                        help="snap boundaries to image edges within about a pixel (a guided "
-                             "filter): +0.5 to +0.6 mBA on DUTS val photos; ramps are left alone")
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

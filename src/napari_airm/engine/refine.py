@@ -13,8 +13,7 @@
    is decoded. ``dense=True`` computes every tile and every pixel (the reference).
    ``flips`` = 2 or 4 runs every stage on mirrored views as well (left–right; and up–down and
    both) and averages the probabilities: test-time augmentation that cancels a directional
-   lean of the network and averages its noise, for 2× or 4× the compute. ``snap=True`` passes
-   every full-resolution decode through an edge-snapping guided filter (``snap.py``).
+   lean of the network and averages its noise, for 2× or 4× the compute.
 3. The final decision, per output tile (``_finish``): the given mask outside the trust region
    (``reach.py``), the full-resolution boundary solve inside it (``solve.py``), the network's
    vote weighed by how far its global mask agrees with the given one (``network_trust``; none
@@ -39,7 +38,6 @@ from .labels import refine_labels, scan_mask
 from .reach import Reach, ReachMap, resolve_reach
 from .schedule import Box, Plan, band_mask, decode_pitch, is_uniform, make_plan, resample
 from .settings import RefineSettings
-from .snap import snap_to_edges
 from .solve import SolveWeights, network_trust, solve_boundary
 from .source import ImageSource, MaskSource
 
@@ -69,7 +67,7 @@ class BinaryRefiner:
         self.views = FLIP_VIEWS[settings.flips]
         self.model = inference_copy(model).to(device)  # BN folded, channels-last; caller's model untouched
         self.device, self.dense, self.passes = device, settings.dense, settings.passes
-        self.anchor, self.snap, self.solve = settings.anchor, settings.snap, settings.solve
+        self.anchor, self.solve = settings.anchor, settings.solve
         self.reach = reach
         self.solve_weights = SolveWeights() if settings.keep is None else SolveWeights(given=settings.keep)
         self.tile, self.global_side = settings.tile, settings.global_side
@@ -253,7 +251,7 @@ class BinaryRefiner:
         radius = max(plan.global_band, plan.band_radius(p, d))
         prob, weights = self._predict(rgb_e, mask_e, rgb_d, coarse_d, radius, None)
         self.trust = network_trust(prob[0, 0].float().cpu().numpy() > 0.5, given_d[0, 0].numpy() > 0.5)
-        return self._snap(prob, rgb_d, d), box, weights
+        return prob, box, weights
 
     def _stage(self, image: ImageSource, plan: Plan, tile: Box, e: int, prev, weights,
                anchor: bool = False):
@@ -277,11 +275,7 @@ class BinaryRefiner:
         rgb_d = _pool(crop, d)
         prob, _ = self._predict(_pool(crop, e), coarse_e, rgb_d, coarse_d,
                                 plan.band_radius(prev_pitch, d), weights)
-        return self._snap(prob, rgb_d, d), box
-
-    def _snap(self, prob: torch.Tensor, rgb_d: torch.Tensor, pitch: int) -> torch.Tensor:
-        """Edge snapping (``snap.py``) of a full-resolution decode; coarser maps pass as they are."""
-        return snap_to_edges(prob, rgb_d) if self.snap and pitch == 1 else prob
+        return prob, box
 
     # -- decoding ---------------------------------------------------------------------------
     def _predict(self, rgb_e, coarse_e, rgb_d, coarse_d, radius: int, weights):

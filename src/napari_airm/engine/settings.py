@@ -22,8 +22,7 @@ class RefineSettings:
         ``"rough"`` preset moves boundaries much more freely (docs/performance.md).
     tile: output tile side in pixels (bounds memory). dense: decode every pixel of every tile
         (the reference the fast path is tested against). passes: refine the result again.
-    flips: average the network over 1, 2 or 4 mirrored views. snap: the older guided-filter
-        edge snapping of the network's output (superseded by ``solve``; kept for comparison).
+    flips: average the network over 1, 2 or 4 mirrored views.
     global_side: side of the global stage's view. anchor: tile stages read the given mask
         outside the earlier stages' corrections (False: CRM's cascade, for comparisons).
     """
@@ -35,7 +34,6 @@ class RefineSettings:
     dense: bool = False
     passes: int = 1
     flips: int = 1
-    snap: bool = False
     global_side: int = 512
     anchor: bool = True
 
