@@ -148,3 +148,18 @@ def test_cancel_leaves_the_store_marked_incomplete(make_napari_viewer, qtbot, sc
     assert "marked incomplete" in widget.status.value, widget.status.value
     assert zarr.open_array(str(tmp_path / "refined.zarr"), mode="r").attrs[COMPLETE_ATTR] is False
     assert len(viewer.layers) == 2 and widget.run_button.enabled
+
+
+def test_an_unreachable_scheduler_is_named_and_leaves_no_store(scene_store, model_folder,
+                                                               tmp_path):
+    import dask
+
+    from napari_airm.widgets._cluster_job import ClusterRequest, run_on_cluster
+
+    path, _, _ = scene_store
+    req = ClusterRequest(image_path=path, mask_path=path, out_path=tmp_path / "refined.zarr",
+                         scheduler="tcp://127.0.0.1:1", model=model_folder, device="cpu")
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(ValueError, match="cannot reach the scheduler 'tcp://127.0.0.1:1'"):
+            run_on_cluster(req)
+    assert not (tmp_path / "refined.zarr").exists()

@@ -8,6 +8,7 @@ Labels layer read from that store. The GUI thread only checks the choices
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,14 +108,32 @@ def run_on_cluster(req: ClusterRequest, report: Callable = lambda d, t, i=None: 
     t_load = time.perf_counter()
     api.load_model(req.model, device=req.device)  # cached: refine below uses this copy
     load_seconds = time.perf_counter() - t_load
-    out = io_utils.create_zarr(target, coarse.shape, np.uint8, req.settings.tile)
-    out.attrs[COMPLETE_ATTR] = False
-    if cancelled():
-        raise Cancelled("cancelled")
-    api.refine(image, coarse, req.settings, model=req.model, device=req.device, out=out,
-               scheduler=req.scheduler, progress=lambda d, t: report(d, t), cancel=cancelled)
+    with reach_scheduler(req.scheduler) as client:  # before the store: a bad address leaves none
+        out = io_utils.create_zarr(target, coarse.shape, np.uint8, req.settings.tile)
+        out.attrs[COMPLETE_ATTR] = False
+        if cancelled():
+            raise Cancelled("cancelled")
+        api.refine(image, coarse, req.settings, model=req.model, device=req.device, out=out,
+                   scheduler=client, progress=lambda d, t: report(d, t), cancel=cancelled)
     return ClusterResult(levels=open_result(target), out_path=target,
                          seconds=time.perf_counter() - t0, load_seconds=load_seconds)
+
+
+@contextlib.contextmanager
+def reach_scheduler(scheduler: str):
+    """A client of ``scheduler`` (``engine.distributed.connect``), or a LayerError saying
+    that the address is wrong or unreachable."""
+    from ..engine.distributed import connect
+
+    try:
+        context = connect(scheduler)
+        client = context.__enter__()
+    except (OSError, ValueError) as exc:
+        raise L.LayerError(f"cannot reach the scheduler '{scheduler}' ({exc}): give its address "
+                           f"as tcp://HOST:8786, or 'local' for a cluster on this machine") from exc
+    with contextlib.ExitStack() as stack:
+        stack.push(context.__exit__)
+        yield client
 
 
 def cancelled_text(out_path) -> str:
