@@ -258,11 +258,20 @@ def test_refined_layer_is_named_and_coloured_apart_from_the_coarse_one(make_napa
 
 
 def test_progress_names_its_unit():
-    from napari_airm.widgets._refine_job import describe_progress
+    """Tiles for a mask, objects for a label image — decided by the engine's own scan of the
+    mask, not guessed from the count (a huge mask can have 2,000 tiles)."""
+    from napari_airm.widgets._refine_job import OBJECTS, describe_progress, progress_unit
 
     assert describe_progress(0, 0) == "loading the model…"
     assert describe_progress(5, 120) == "tile 5 of 120"
-    assert describe_progress(1500, 2000) == "object 2 of 2 (75%)"
+    assert describe_progress(1500, 2000) == "tile 1500 of 2000"
+    assert describe_progress(1500, 2000, OBJECTS) == "object 2 of 2 (75%)"
+    binary = np.zeros((64, 64), np.uint8)
+    binary[10:30, 10:30] = 1
+    assert describe_progress(3, 9, progress_unit(binary, 64)) == "tile 3 of 9"
+    labels = binary.copy()
+    labels[40:60, 40:60] = 7
+    assert describe_progress(1500, 2000, progress_unit(labels, 64)) == "object 2 of 2 (75%)"
 
 
 def test_time_is_counted_from_the_click_with_model_loading(make_napari_viewer, qtbot, tiny_model):

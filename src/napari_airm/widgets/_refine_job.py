@@ -17,15 +17,28 @@ NEW, IN_PLACE = "new layer", "in place"
 LOADING = "loading the model"
 
 
-def describe_progress(done: int, total: int) -> str:
-    """The engine's progress in its unit: tiles for a mask; for a label image it counts
-    objects in thousandths (``engine.labels``), shown as the object being refined."""
+TILES, OBJECTS = "tiles", "objects"
+
+
+def describe_progress(done: int, total: int, unit: object = TILES) -> str:
+    """The engine's progress in its unit: tiles for a mask; for a label image (``OBJECTS``)
+    the engine counts objects in thousandths (``engine.labels``), shown as the object being
+    refined."""
     if total <= 0:
         return f"{LOADING}…"
-    if total >= 1000 and total % 1000 == 0 and total // 1000 > 1:
-        n = total // 1000
+    if unit == OBJECTS:
+        n = max(1, total // 1000)
         return f"object {min(n, done // 1000 + 1)} of {n} ({100 * done / total:.0f}%)"
     return f"tile {done} of {total}"
+
+
+def progress_unit(coarse, tile: int) -> str:
+    """What the engine will count for this coarse mask: the objects of a label image, else
+    tiles (the engine's own scan decides, so the two never disagree)."""
+    from ..engine.labels import scan_mask
+    from ..engine.source import MaskSource
+
+    return OBJECTS if scan_mask(MaskSource.wrap(coarse), tile).kind == "labels" else TILES
 
 
 @dataclass
@@ -91,6 +104,7 @@ def run_refine(req: RefineRequest, report: Callable = lambda d, t, i=None: None,
             raise L.LayerError(f"label {i} does not occur in '{req.source_name}': pick an id that is "
                                f"painted (or choose 'all ids')")
     labels = ids[0] if len(ids) == 1 else (ids or "all")
+    unit = progress_unit(coarse, req.settings.tile)
     t_load = time.perf_counter()
     from .. import api
 
@@ -100,7 +114,7 @@ def run_refine(req: RefineRequest, report: Callable = lambda d, t, i=None: None,
         raise Cancelled("cancelled")
     result = api.refine(req.image, coarse, req.settings, model=model, device=req.device,
                         labels=labels,
-                        progress=lambda d, t: report(d, t),
+                        progress=lambda d, t: report(d, t, unit),
                         cancel=cancelled)
     if cancelled():
         raise Cancelled("cancelled")

@@ -21,7 +21,7 @@ from ._cluster_job import (ClusterRequest, ClusterResult, cancelled_text, check_
                            run_on_cluster, store_behind)
 from ._colors import contrasting_colormap
 from ._models import OTHER, check_model_folder, registry
-from ._refine_job import (IN_PLACE, NEW, RefineRequest, RefineResult, describe_progress,
+from ._refine_job import (IN_PLACE, NEW, TILES, RefineRequest, RefineResult, describe_progress,
                           run_refine)
 from ._worker import JobControls, Outcome, avoid_llvm_clash, status_label
 
@@ -260,10 +260,10 @@ class RefineWidget(JobControls, QWidget):
     def job_function(self, req):
         return partial(run_on_cluster if isinstance(req, ClusterRequest) else run_refine, req)
 
-    def _on_progress(self, done: int, total: int, _info=None) -> None:
-        self.status.value = (f"{describe_progress(done, total)}{self._where} · "
-                             f"{self.seconds_since_click():.0f} s")
-        self._show_progress(done, total, f"AIRM refine: {describe_progress(done, total)}")
+    def _on_progress(self, done: int, total: int, unit=None) -> None:
+        text = describe_progress(done, total, unit or TILES)
+        self.status.value = f"{text}{self._where} · {self.seconds_since_click():.0f} s"
+        self._show_progress(done, total, f"AIRM refine: {text}")
 
     def job_finished(self, req, outcome: Outcome) -> None:
         if outcome.cancelled:
