@@ -122,14 +122,23 @@ def replay(case: Case, candidate: dict) -> np.ndarray:
             setattr(module, key, value)
 
 
-def case_sets(sets: str, limit: int, data_root: Path | None) -> list:
-    """bench_quality's sets (same images, same seeded coarse masks)."""
+def case_sets(sets: str, limit: int, data_root: Path | None, skip: int = 0) -> list:
+    """bench_quality's sets (same images, same seeded coarse masks). ``skip``: val starts at
+    its skip-th image (a deciding run on images the exploration did not see)."""
     import os
+
+    from napari_airm.data import find_pairs
 
     args = bq.build_parser().parse_args(["--sets", sets, "--limit", str(limit)])
     args.data_root = (data_root or Path(os.environ.get(bq.DATA_ENV) or bq.DEFAULT_DATA_ROOT)).expanduser()
     args.data = args.data or args.data_root / "duts-tr" / "val"
-    return bq.build_sets(args, sets.split(","), [])
+    if not skip:
+        return bq.build_sets(args, sets.split(","), [])
+    if sets != "val":
+        raise SystemExit("--skip applies to the val set alone")
+    names = [pair.name for pair in find_pairs(args.data)[skip:skip + limit]]
+    return [bq.folder_set("val", f"val: {args.data} (images {skip + 1}-{skip + len(names)})",
+                          args.data, names, None, bq.seeded_by("val"))]
 
 
 def _shifted(prob: np.ndarray, dy: float, dx: float) -> np.ndarray:
@@ -180,6 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--sets", default="val")
     p.add_argument("--modes", default="perturb,lowres,polygon,gt,downup4")
     p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--skip", type=int, default=0, help="val: start after this many images")
     p.add_argument("--grid", help="JSON file: a list of candidates (default: the built-in grid)")
     p.add_argument("--data-root", type=Path, default=None)
     p.add_argument("--model", default=None)
@@ -198,7 +208,7 @@ def main(argv=None) -> int:
         groups = pickle.loads(args.cache.read_bytes())
     else:
         model = airm.load_model(args.model, device="cpu")
-        groups = load_cases(case_sets(args.sets, args.limit, args.data_root), args.modes.split(","),
+        groups = load_cases(case_sets(args.sets, args.limit, args.data_root, args.skip), args.modes.split(","),
                             model, not args.no_grabcut)
         if args.cache:
             import pickle

@@ -16,6 +16,7 @@ unary of our own (docs/performance.md, "Trust region and boundary solve").
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -45,6 +46,9 @@ EDGE_RIVAL = "network"  # what the given boundary's edge is compared with: the n
 #   or the strongest edge within EDGE_RADIUS ("nearby")
 EDGE_FLOOR = 0.02  # gradient magnitude (RGB in [0, 1]) below which an edge is noise: flat stays
 TAPER = None  # pixels: the pull falls to 0 this far beyond the given boundary's first pixel
+TAPER_GATE = False  # True: the taper acts only where the given boundary is off the image's edge
+#   (in proportion to 1 - edge support, measured over band + TAPER pixels), so a boundary on an
+#   edge keeps its full pull however far the network wants to move it
 
 # How far the network's vote counts (``network_trust``): full when its global-stage mask and the
 # given one overlap at least TRUST_FULL (IoU), none below TRUST_NONE. Training's coarse masks
@@ -164,14 +168,19 @@ def given_pull(img: np.ndarray, given: np.ndarray, weights: SolveWeights,
     the given boundary (``weights.taper``); with neither it is ``weights.given`` everywhere.
     Depends on pixels at most EDGE_RADIUS + 2·band away, so windows with a halo agree."""
     pull = np.full(given.shape, float(weights.given))
+    rival = proposal if EDGE_RIVAL == "network" else None
     if weights.edge:
-        rival = proposal if EDGE_RIVAL == "network" else None
         pull *= (1.0 - weights.edge) + weights.edge * edge_support(img, given, weights.band, rival)
     if weights.taper is not None:
         u8 = np.ascontiguousarray(given, dtype=np.uint8)
         dist = np.where(given, cv2.distanceTransform(u8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE),
                         cv2.distanceTransform(1 - u8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE))
-        pull *= np.clip((weights.taper + 1.0 - dist) / max(weights.taper, 1e-6), 0.0, 1.0)
+        fade = np.clip((weights.taper + 1.0 - dist) / max(weights.taper, 1e-6), 0.0, 1.0)
+        if TAPER_GATE:
+            reach = weights.band + int(math.ceil(weights.taper)) + 1
+            on_edge = edge_support(img, given, reach, rival)
+            fade = on_edge + (1.0 - on_edge) * fade
+        pull *= fade
     return pull
 
 
