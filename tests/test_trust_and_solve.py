@@ -269,3 +269,21 @@ def test_the_pull_is_uniform_without_edge_and_taper_and_fades_with_taper():
     faded = given_pull(rgb, truth, SolveWeights(given=6.0, edge=0.0, taper=2.0))
     d = distance_to_boundary(truth)
     assert np.all(faded[d <= 1] == 6.0) and np.all(faded[d >= 3] == 0.0)
+
+
+def test_a_gated_taper_keeps_the_pull_on_a_boundary_that_lies_on_the_edge(monkeypatch):
+    """With TAPER_GATE the pull fades away from the given boundary only where that boundary is
+    off the image's edge: a correct boundary keeps its full pull 5 px out (the network may not
+    redraw it), a boundary 4 px inside the edge loses it at the edge."""
+    from napari_airm.engine import solve
+
+    monkeypatch.setattr(solve, "TAPER_GATE", True)
+    monkeypatch.setattr(solve, "EDGE_RIVAL", "nearby")
+    rgb, truth, r2 = _disc_scene()
+    weights = SolveWeights(given=6.0, edge=0.0, taper=2.0)
+    ring = (r2 > 65 ** 2) & (r2 < 66 ** 2)  # ~5 px outside the true edge
+    on_edge = solve.given_pull(rgb, truth, weights)
+    assert on_edge[ring].mean() > 4.5
+    off = r2 < 56 ** 2  # the given boundary 4 px inside the edge
+    ring_in = (r2 > 60 ** 2) & (r2 < 61 ** 2)  # the true edge, ~4.5 px outside the given boundary
+    assert solve.given_pull(rgb, off, weights)[ring_in].mean() < 1.0
