@@ -88,6 +88,32 @@ def test_tiles_as_tasks_give_the_single_process_output(stores, client, model_fol
     assert 0 < len(groups) < 9  # groups far from the boundary were filled without a task
 
 
+def test_the_caller_holds_no_pixels_of_the_groups_it_fills(stores, client, model_folder, tmp_path,
+                                                            monkeypatch):
+    """Groups far from the boundary (nearly the whole of a huge image) wait to be written
+    while the tasks are submitted: the caller keeps one class per tile of them, not their
+    pixels, so its memory does not grow with the image."""
+    import pickle
+
+    from napari_airm.engine import distributed as dist
+
+    _, z_image, z_coarse, expected = stores
+    held = []
+    run_tasks = dist._run_tasks
+
+    def spy(client, job, tasks, fills, *args):
+        held.extend(fills)
+        return run_tasks(client, job, tasks, fills, *args)
+
+    monkeypatch.setattr(dist, "_run_tasks", spy)
+    out = _new_out(tmp_path / "out.zarr", expected.shape)
+    refine(z_image, z_coarse, model=model_folder, device="cpu", tile=TILE, out=out, scheduler=client)
+    np.testing.assert_array_equal(out[...], expected)
+    pixels = sum((g[1] - g[0]) * (g[3] - g[2]) for g, _ in held)
+    assert pixels > 0  # some groups were filled
+    assert len(pickle.dumps(held)) < pixels / 100
+
+
 def test_a_two_stage_cascade_without_trust_region_is_identical(client, model_folder, tmp_path):
     """Two tile stages (the first one's map seeds the second inside each task), and the
     skip test of the network alone (the global map, not the given mask)."""

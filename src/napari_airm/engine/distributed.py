@@ -225,14 +225,16 @@ def groups_of(plan: Plan, sides: tuple[int, int]) -> list[Box]:
             for y in range(0, plan.height, sides[0]) for x in range(0, plan.width, sides[1])]
 
 
-def fill_value(refiner, plan: Plan, survey: BoundarySurvey, g_np: np.ndarray, g_box: Box,
-               group: Box) -> np.ndarray | None:
+def fill_tiles(refiner, plan: Plan, survey: BoundarySurvey, g_np: np.ndarray, g_box: Box,
+               group: Box) -> list[tuple[Box, bool]] | None:
     """What ``_level`` writes into ``group`` when it skips every first-stage tile there (the
-    given mask, or the global map's class, far from any boundary), or None when some tile
-    needs computing. Answers only what the engine's own skip test would answer."""
+    given mask, or the global map's class, far from any boundary): one class per tile, or
+    None when some tile needs computing. Answers only what the engine's own skip test would
+    answer. Kept as one value per tile, not as pixels: the caller holds the answer for every
+    group far from the boundary at once, nearly the whole image on a large one."""
     if refiner.dense:
         return None
-    block = np.zeros((group[1] - group[0], group[3] - group[2]), bool)
+    values = []
     e = plan.stage_pitches[0]
     d = plan.global_decode_pitch
     for tile in plan.tiles_within(group, plan.level_tile(0)):
@@ -247,6 +249,14 @@ def fill_value(refiner, plan: Plan, survey: BoundarySurvey, g_np: np.ndarray, g_
             value = None
         if value is None:
             return None
+        values.append((tile, value))
+    return values
+
+
+def fill_block(group: Box, tiles: list[tuple[Box, bool]]) -> np.ndarray:
+    """The pixels of a group ``fill_tiles`` answered, made only when they are written."""
+    block = np.zeros((group[1] - group[0], group[3] - group[2]), bool)
+    for tile, value in tiles:
         block[tile[0] - group[0]:tile[1] - group[0], tile[2] - group[2]:tile[3] - group[2]] = value
     return block
 
@@ -345,8 +355,8 @@ def refine_on_cluster(image, coarse, model, *, model_ref, device: torch.device, 
 
     fills, tasks = [], []
     for group in groups_of(plan, sides):
-        block = None if without_network else fill_value(refiner, plan, survey, g_np, g_box, group)
-        (tasks if block is None else fills).append((group, block))
+        tiles = None if without_network else fill_tiles(refiner, plan, survey, g_np, g_box, group)
+        (tasks if tiles is None else fills).append((group, tiles))
     with connect(scheduler, n_workers) as client:
         _run_tasks(client, job, tasks, fills, plan, advance, cancel)
     out.attrs[COMPLETE_ATTR] = True
@@ -363,8 +373,9 @@ def _run_tasks(client, job: Job, tasks, fills, plan: Plan, advance, cancel) -> N
                for k, (group, _) in enumerate(tasks)]
     try:
         dtype = np.dtype(job.out.dtype)
-        for group, block in fills:
+        for group, tiles in fills:
             _check(cancel)
+            block = fill_block(group, tiles)  # one group's pixels at a time
             job.out[group[0]:group[1], group[2]:group[3]] = \
                 block.astype(dtype) * job.fg_value if job.fg_value != 1 else block
             advance(len(plan.tiles_within(group, plan.tile)))
