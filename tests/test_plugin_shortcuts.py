@@ -69,25 +69,26 @@ def test_refine_keys_start_a_run_on_the_right_objects(refine_setup, qtbot, monke
     assert runs == [SELECTED, ALL]
 
 
-def test_undo_key_undoes_an_in_place_refinement(refine_setup, qtbot):
-    viewer, widget, layer, coarse = refine_setup
+def _refine_in_place(widget, layer, coarse) -> np.ndarray:
+    """Apply an in-place refinement result to ``layer`` as the widget does; the new data."""
     changed = coarse.copy()
     changed[10:14, 10:30] = 0
     idx = np.nonzero(changed != coarse)
     req = type("Req", (), {"mode": IN_PLACE, "target": _layers.unwrap(layer), "source_name": "coarse"})()
     widget.apply(req, RefineResult(indices=idx, values=changed[idx]))
-    np.testing.assert_array_equal(layer.data, changed)
+    return changed
+
+
+def test_undo_key_undoes_an_in_place_refinement(refine_setup, qtbot):
+    viewer, widget, layer, coarse = refine_setup
+    np.testing.assert_array_equal(layer.data, _refine_in_place(widget, layer, coarse))
     press(qtbot, viewer, keys.UNDO_REFINEMENT)
     np.testing.assert_array_equal(layer.data, coarse)
 
 
 def test_undo_key_never_undoes_a_later_paint_stroke(refine_setup, qtbot):
     viewer, widget, layer, coarse = refine_setup
-    changed = coarse.copy()
-    changed[10:14, 10:30] = 0
-    idx = np.nonzero(changed != coarse)
-    req = type("Req", (), {"mode": IN_PLACE, "target": _layers.unwrap(layer), "source_name": "coarse"})()
-    widget.apply(req, RefineResult(indices=idx, values=changed[idx]))
+    _refine_in_place(widget, layer, coarse)
     layer.data_setitem((np.array([50]), np.array([5])), np.array([7]))  # the user paints
     press(qtbot, viewer, keys.UNDO_REFINEMENT)
     assert layer.data[50, 5] == 7 and "edited after the refinement" in widget.status.value
