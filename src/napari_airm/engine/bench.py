@@ -127,6 +127,16 @@ def zarr_worker(folder: str, tile: int, model: str | None, device: str | None) -
             "megapixels": image.shape[0] * image.shape[1] / 1e6}
 
 
+def in_fresh_process(module: str, *args: str) -> dict:
+    """Run ``python -m module args`` in a fresh Python process (its own imports and its own
+    peak memory) and return the JSON object its last line of output prints."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess {module} {' '.join(args[:1])} failed:\n"
+                           f"{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def bench_zarr(size: int, tile: int, model: str | None, device: str | None, workdir: Path) -> dict:
     """Generate a size² scene as zarr here, refine it in a fresh Python process (its own peak
     memory, its own imports) and return that process's numbers."""
@@ -135,12 +145,8 @@ def bench_zarr(size: int, tile: int, model: str | None, device: str | None, work
     t = time.perf_counter()
     write_scene_zarr(folder, size)
     gen = time.perf_counter() - t
-    cmd = [sys.executable, "-m", "napari_airm.engine.bench", str(folder), str(tile), model or "",
-           device or ""]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"zarr benchmark subprocess failed:\n{proc.stderr[-2000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = in_fresh_process("napari_airm.engine.bench", str(folder), str(tile), model or "",
+                              device or "")
     result.update(size=size, generate_seconds=gen)
     result["megapixels_per_second"] = result["megapixels"] / result["seconds"]
     return result

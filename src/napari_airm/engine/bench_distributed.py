@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .bench import peak_rss_mb, write_scene_zarr
+from .bench import in_fresh_process, peak_rss_mb, write_scene_zarr
 
 COMPARE_BLOCK = 4096  # rows and columns compared at once
 
@@ -118,14 +117,6 @@ def _compare_and_measure(folder: Path) -> dict:
     return {"differing_pixels": differ, "boundary_pixels": boundary}
 
 
-def _in_fresh_process(*args: str) -> dict:
-    cmd = [sys.executable, "-m", "napari_airm.engine.bench_distributed", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark subprocess {args[0]} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def run_distributed_bench(size: int = 8192, tile: int = 1024, workers: int = 2,
                           model: str | None = None, device: str | None = None,
                           workdir: str | None = None, out: Callable[[str], None] = print) -> dict:
@@ -137,8 +128,9 @@ def run_distributed_bench(size: int = 8192, tile: int = 1024, workers: int = 2,
         report = {"size": size, "tile": tile, "workers": workers,
                   "generate_seconds": time.perf_counter() - t}
         args = [str(folder), str(tile), model or "", device or ""]
-        report["single"] = _in_fresh_process("single", *args)
-        report["distributed"] = _in_fresh_process("distributed", *args, str(workers))
+        module = "napari_airm.engine.bench_distributed"
+        report["single"] = in_fresh_process(module, "single", *args)
+        report["distributed"] = in_fresh_process(module, "distributed", *args, str(workers))
         report.update(_compare_and_measure(folder))
     s, d = report["single"], report["distributed"]
     report["time_ratio"] = d["seconds"] / s["seconds"]

@@ -43,6 +43,8 @@ import torch
 from .errors import Cancelled, InputError
 from .labels import scan_mask
 from .reach import resolve_reach
+from .refine import (BinaryRefiner, _binary_reader, as_output, foreground_value, open_inputs,
+                     refine_array)
 from .schedule import Box, Plan, is_uniform
 from .settings import RefineSettings
 from .source import ImageSource, MaskSource
@@ -143,8 +145,6 @@ def _worker_state(job: Job):
     if cached is not None and cached[0] == job.token:
         return cached[1:]
     from ..api import load_model, resolve_device
-    from .refine import BinaryRefiner, _binary_reader
-
     device = resolve_device(job.device)
     model = load_model(job.model, device=str(device)) if isinstance(job.model, str) else job.model
     image, mask = ImageSource.wrap(job.image), MaskSource.wrap(job.coarse)
@@ -167,7 +167,7 @@ def refine_group(job: Job, group: Box) -> int:
 
     def write(box: Box, values: np.ndarray) -> None:
         block[box[0] - group[0]:box[1] - group[0], box[2] - group[2]:box[3] - group[2]] = \
-            values.astype(dtype) * job.fg_value if job.fg_value != 1 else values
+            as_output(values, dtype, job.fg_value)
 
     with torch.no_grad():
         if job.without_network:
@@ -308,13 +308,8 @@ def refine_on_cluster(image, coarse, model, *, model_ref, device: torch.device, 
     load (a model folder) or the model itself. Label images, and images small enough that
     the global stage is already full resolution, have no tile stages to spread: they are
     refined here, in one process, as without a scheduler."""
-    from .refine import BinaryRefiner, _binary_reader, refine_array
-
     settings = settings or RefineSettings()
-    img, mask = ImageSource.wrap(image), MaskSource.wrap(coarse)
-    if (img.height, img.width) != (mask.height, mask.width):
-        raise InputError(f"image is {img.height}×{img.width} but the coarse mask is "
-                         f"{mask.height}×{mask.width}; they must match")
+    img, mask = open_inputs(image, coarse)
     shape = (mask.height, mask.width)
     check_output(out, shape)
     out.attrs[COMPLETE_ATTR] = False
@@ -339,7 +334,7 @@ def refine_on_cluster(image, coarse, model, *, model_ref, device: torch.device, 
         warnings.warn("the model's reading of this image disagrees with the given mask as a "
                       "whole, so its vote is dropped: the mask is kept except where the image's "
                       "edges say otherwise", UserWarning, stacklevel=3)
-    fg_value = 255 if summary.scale_255 and np.dtype(out.dtype) == np.uint8 else 1
+    fg_value = foreground_value(summary, out.dtype)
     job = Job(uuid.uuid4().hex, image, coarse, summary.threshold, settings,
               model_ref if isinstance(model_ref, torch.nn.Module) else str(model_ref),
               None if device is None else str(device), g_prob.detach().float().cpu(), g_box,
@@ -376,8 +371,7 @@ def _run_tasks(client, job: Job, tasks, fills, plan: Plan, advance, cancel) -> N
         for group, tiles in fills:
             _check(cancel)
             block = fill_block(group, tiles)  # one group's pixels at a time
-            job.out[group[0]:group[1], group[2]:group[3]] = \
-                block.astype(dtype) * job.fg_value if job.fg_value != 1 else block
+            job.out[group[0]:group[1], group[2]:group[3]] = as_output(block, dtype, job.fg_value)
             advance(len(plan.tiles_within(group, plan.tile)))
         pending = set(futures)
         while pending:

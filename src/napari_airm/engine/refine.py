@@ -392,6 +392,25 @@ def _prepare_out(out, shape: tuple[int, int], dtype) -> object:
     return out
 
 
+def open_inputs(image, coarse) -> tuple[ImageSource, MaskSource]:
+    """The image and the coarse mask as tile readers; a clear error when their sizes differ."""
+    img, mask = ImageSource.wrap(image), MaskSource.wrap(coarse)
+    if (img.height, img.width) != (mask.height, mask.width):
+        raise InputError(f"image is {img.height}×{img.width} but the coarse mask is "
+                         f"{mask.height}×{mask.width}; they must match")
+    return img, mask
+
+
+def foreground_value(summary, dtype) -> int:
+    """What a foreground pixel is written as: 255 into uint8 outputs of a 0/255 mask, else 1."""
+    return 255 if summary.scale_255 and np.dtype(dtype) == np.uint8 else 1
+
+
+def as_output(values: np.ndarray, dtype, fg_value: int) -> np.ndarray:
+    """A bool decision in the output's dtype and foreground value."""
+    return values.astype(dtype) * fg_value if fg_value != 1 else values
+
+
 def refine_array(image, coarse, model: AIRM, *, device: torch.device,
                  settings: RefineSettings | None = None, out=None,
                  labels: str | int | Iterable[int] = "all",
@@ -401,11 +420,7 @@ def refine_array(image, coarse, model: AIRM, *, device: torch.device,
     fields of ``settings`` (``RefineSettings``), e.g. ``tile=512`` or ``anchor=False`` (CRM's
     cascade, for comparisons)."""
     settings = (settings or RefineSettings()).replace(**options)
-    img = ImageSource.wrap(image)
-    mask = MaskSource.wrap(coarse)
-    if (img.height, img.width) != (mask.height, mask.width):
-        raise InputError(f"image is {img.height}×{img.width} but the coarse mask is "
-                         f"{mask.height}×{mask.width}; they must match")
+    img, mask = open_inputs(image, coarse)
     refiner = BinaryRefiner(model, device, settings, resolve_reach(settings.reach, img.height, img.width))
     shape = (mask.height, mask.width)
     tile = settings.tile
@@ -415,12 +430,12 @@ def refine_array(image, coarse, model: AIRM, *, device: torch.device,
         return refine_labels(refiner, img, mask, summary, target, labels, progress, cancel,
                              copy_input=True)
     target = _prepare_out(out, shape, bool)
-    fg_value = 255 if summary.scale_255 and np.dtype(getattr(target, "dtype", bool)) == np.uint8 else 1
+    dtype = np.dtype(getattr(target, "dtype", bool))
+    fg_value = foreground_value(summary, dtype)
 
     def write(box: Box, values: np.ndarray) -> None:
         y0, y1, x0, x1 = box
-        target[y0:y1, x0:x1] = values.astype(getattr(target, "dtype", bool)) * fg_value \
-            if fg_value != 1 else values
+        target[y0:y1, x0:x1] = as_output(values, dtype, fg_value)
 
     if summary.empty or summary.full:
         # nothing to refine: no boundary in the whole mask; the result is the mask itself

@@ -168,9 +168,12 @@ def given_pull(img: np.ndarray, given: np.ndarray, weights: SolveWeights,
     the given boundary (``weights.taper``); with neither it is ``weights.given`` everywhere.
     Depends on pixels at most EDGE_RADIUS + 2·band away, so windows with a halo agree."""
     pull = np.full(given.shape, float(weights.given))
+    if not weights.edge and weights.taper is None:
+        return pull
     rival = proposal if EDGE_RIVAL == "network" else None
+    grad = _gradient_magnitude(img) if weights.edge or TAPER_GATE else None
     if weights.edge:
-        pull *= (1.0 - weights.edge) + weights.edge * edge_support(img, given, weights.band, rival)
+        pull *= (1.0 - weights.edge) + weights.edge * _edge_support(grad, given, weights.band, rival)
     if weights.taper is not None:
         u8 = np.ascontiguousarray(given, dtype=np.uint8)
         dist = np.where(given, cv2.distanceTransform(u8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE),
@@ -178,7 +181,7 @@ def given_pull(img: np.ndarray, given: np.ndarray, weights: SolveWeights,
         fade = np.clip((weights.taper + 1.0 - dist) / max(weights.taper, 1e-6), 0.0, 1.0)
         if TAPER_GATE:
             reach = weights.band + int(math.ceil(weights.taper)) + 1
-            on_edge = edge_support(img, given, reach, rival)
+            on_edge = _edge_support(grad, given, reach, rival)
             fade = on_edge + (1.0 - on_edge) * fade
         pull *= fade
     return pull
@@ -193,7 +196,12 @@ def edge_support(img: np.ndarray, given: np.ndarray, spread: int,
     the boundary of ``proposal`` (the network's decision) — or, with no proposal, over the
     strongest gradient within EDGE_RADIUS. Both are raised by EDGE_FLOOR, so a boundary in flat
     colour (no reason to move it) scores 1; so does a pixel with no given boundary near it."""
-    grad = _gradient_magnitude(img)
+    return _edge_support(_gradient_magnitude(img), given, spread, proposal)
+
+
+def _edge_support(grad: np.ndarray, given: np.ndarray, spread: int,
+                  proposal: np.ndarray | None) -> np.ndarray:
+    """``edge_support`` from the image's gradient magnitude (computed once per window)."""
     given_edge, given_count = _boundary_mean(grad, given, spread)
     if proposal is None:
         disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * EDGE_RADIUS + 1,) * 2)
