@@ -1,92 +1,225 @@
-"""The paper's ablations on our data, every variant with the same (short) CPU budget.
+"""The paper's ablations on our data, every variant with the same CPU budget (issue 17).
 
-    python benchmarks/bench_ablation.py --steps 500 --out runs/ablation --markdown ablation.md
+    python benchmarks/bench_ablation.py --steps 3000 --val-every 1000 --val-limit 500 --resume \\
+        --logs docs/training-logs/ablation --markdown runs/ablation-3000.md
 
 Variants (DESIGN.md §2, the paper's Tables 2 and 3):
 
-* ``airm-lite0``      AIRMF (hypernetwork weights), affinity loss on, EfficientNet-Lite0 (ImageNet)
-* ``airm-lite0-noaff`` the same without the affinity loss
-* ``sirm-lite0``      SIRMF (one shared MLP, CRM/LIIF), affinity loss on
-* ``airm-b0``         AIRMF, affinity on, MiT-b0 (timm pvt_v2_b0) from scratch
+* ``airm-lite0``       AIRMF (hypernetwork weights), affinity loss on, EfficientNet-Lite0 (ImageNet)
+* ``sirm-lite0``       SIRMF (one shared MLP, CRM/LIIF), affinity loss on
+* ``airm-lite0-noaff`` AIRMF without the affinity loss
+* ``airm-b0``          AIRMF, affinity on, MiT-b0 (timm pvt_v2_b0) from scratch
 
 Each trains from the bundled recipe (``cpu-default.yaml``) with the same seed, data order,
-batch and step budget (learning-rate drop at 80 % of the steps), then is validated on the
-first ``--val-limit`` DUTS-TR val images with the fixed coarse masks of both modes. A variant
-whose run already finished is read back, not retrained, so the script can be re-run across
-sessions; with ``--resume`` an interrupted variant continues from its last checkpoint.
-A short budget measures how fast each variant learns, not where it ends: say so with the
-numbers.
+coarse masks, batch and step budget (learning-rate drop at 80 % of the steps); parts that two
+variants share start from identical weights (``AIRM`` seeds each component on its own). Every
+``--val-every`` steps the network alone (no trust region, no boundary solve: the paper's kind of
+number) is validated on the first ``--val-limit`` DUTS-TR val images with the fixed coarse
+masks of both modes. A variant whose run finished is read back, not retrained; ``--resume``
+continues an interrupted one from its last checkpoint (every 250 steps), so the whole ablation
+can run in the background across sessions. ``--logs`` copies each variant's small files
+(training log, validation curve, config, wall time) to a folder meant for the repository.
+
+``--groups`` runs the paper's Fig. 2(b) experiment in small afterwards (see ``group_experiment``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from napari_airm.model.registry import model_config
+from napari_airm.model.registry import build_model, model_config
 from napari_airm.training import TrainConfig, train
 from napari_airm.training.checkpoint import has_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "src" / "napari_airm" / "training" / "recipes" / "cpu-default.yaml"
-DATA = ROOT.parent / "shared" / "data" / "duts-tr"
+SHARED = ROOT.parent / "shared" / "data"
+DATA = SHARED / "duts-tr"
 
 VARIANTS = {
     "airm-lite0": ("airm-lite0", {}),
-    "airm-lite0-noaff": ("airm-lite0", {"affinity": False}),
     "sirm-lite0": ("sirm-lite0", {}),
+    "airm-lite0-noaff": ("airm-lite0", {"affinity": False}),
     "airm-b0": ("airm-b0", {}),
     "sirm-b0": ("sirm-b0", {}),
 }
-DEFAULT_VARIANTS = "airm-lite0,airm-lite0-noaff,sirm-lite0,airm-b0"
+DEFAULT_VARIANTS = "airm-lite0,sirm-lite0,airm-lite0-noaff,airm-b0"
+MODES = ("perturb", "lowres")
+SMALL_FILES = ("log.csv", "val.jsonl", "train_config.yaml", "minutes.txt", "groups.json")
 
 
-def variant_config(name: str, steps: int, val_limit: int) -> TrainConfig:
+def variant_config(name: str, steps: int, val_limit: int, val_every: int | None = None) -> TrainConfig:
     preset, overrides = VARIANTS[name]
     cfg = TrainConfig.load(RECIPE)
     cfg.model = model_config(preset, **overrides).to_dict()
     cfg.max_steps = steps
     cfg.milestones = [int(steps * 0.8)]
     cfg.warmup_steps = min(cfg.warmup_steps, steps // 5)
-    cfg.checkpoint_every = max(50, steps // 4)
-    cfg.val_every = steps
+    cfg.checkpoint_every = max(1, min(250, steps // 4))
+    cfg.val_every = val_every or steps
     cfg.val_limit = val_limit
+    cfg.val_modes = list(MODES)
     return cfg
 
 
-def finished(out: Path, steps: int) -> dict | None:
+def parameter_counts(name: str) -> dict[str, int]:
+    """Parameters per top-level component (encoder, shared, hyper, guide, affinity) and in all."""
+    preset, overrides = VARIANTS[name]
+    counts: dict[str, int] = {}
+    for key, p in build_model(preset, **overrides).named_parameters():
+        part = key.split(".")[0]
+        counts[part] = counts.get(part, 0) + p.numel()
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def curve(out: Path) -> list[dict]:
+    """The run's validation rows, one per validated step (a resumed run's last row per step)."""
     path = out / "val.jsonl"
     if not path.is_file():
-        return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    done = [r for r in rows if r["step"] == steps]
-    return done[-1] if done else None
+        return []
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[row["step"]] = row
+    return [rows[k] for k in sorted(rows)]
+
+
+def seconds_per_step(out: Path) -> float:
+    """Median training step (forward, backward, Adam) from the run's log, validation excluded."""
+    path = out / "log.csv"
+    if not path.is_file():
+        return float("nan")
+    lines = path.read_text().splitlines()[1:]
+    secs = [float(line.split(",")[9]) for line in lines if line.count(",") >= 10]
+    return statistics.median(secs) if secs else float("nan")
+
+
+def copy_logs(out: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SMALL_FILES:
+        if (out / name).is_file():
+            shutil.copy2(out / name, dest / name)
+
+
+def cell(scores: dict) -> str:
+    return f"{100 * scores['iou']:.2f} / {100 * scores['mba']:.2f}"
+
+
+def encoder_name(model: dict) -> str:
+    return "MiT-b0 (scratch)" if model["encoder"].startswith("pvt") else "EfficientNet-Lite0 (ImageNet)"
 
 
 def markdown(results: dict, steps: int, val_limit: int) -> str:
-    lines = [f"Budget: {steps} steps each (batch 8, 224² crops, same seed and data order); "
-             f"first {val_limit} DUTS-TR val images; IoU / mBA in percent.", "",
-             "| variant | mapping | affinity | encoder | perturbed | low-resolution | min/run |",
-             "|---|---|---|---|---:|---:|---:|"]
+    lines = [f"Budget: {steps} steps each (batch 8, 224² crops, same seed, data order and coarse masks); "
+             f"network alone on the first {val_limit} DUTS-TR val images; IoU / mBA in percent.", "",
+             "| variant | mapping | affinity | encoder | params (M) | perturbed | low-resolution "
+             "| s/step | min/run |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
     coarse = None
     for name, r in results.items():
-        m = r["model"]
-        cells = []
-        for mode in ("perturb", "lowres"):
-            f = r["val"][mode]["refined"]
-            cells.append(f"{100 * f['iou']:.2f} / {100 * f['mba']:.2f}")
-        coarse = coarse or [r["val"][mode]["coarse"] for mode in ("perturb", "lowres")]
-        enc = "MiT-b0 (scratch)" if m["encoder"].startswith("pvt") else "EfficientNet-Lite0 (ImageNet)"
-        lines.append(f"| {name} | {m['mapping'].upper()}F | {'on' if m['affinity'] else 'off'} | {enc} | "
-                     f"{cells[0]} | {cells[1]} | {r.get('minutes', float('nan')):.1f} |")
+        m, final = r["model"], r["curve"][-1]
+        if final["step"] != steps:
+            continue
+        coarse = coarse or [final[mode]["coarse"] for mode in MODES]
+        lines.append(f"| {name} | {m['mapping'].upper()}F | {'on' if m['affinity'] else 'off'} | "
+                     f"{encoder_name(m)} | {r['params']['total'] / 1e6:.2f} | "
+                     + " | ".join(cell(final[mode]["refined"]) for mode in MODES)
+                     + f" | {r['sec_per_step']:.2f} | {r['minutes']:.0f} |")
     if coarse:
-        lines.append(f"| *coarse input* | | | | {100 * coarse[0]['iou']:.2f} / {100 * coarse[0]['mba']:.2f} | "
-                     f"{100 * coarse[1]['iou']:.2f} / {100 * coarse[1]['mba']:.2f} | |")
+        lines.append("| *coarse input* | | | | | " + " | ".join(cell(c) for c in coarse) + " | | |")
+    lines += ["", "Validation curves (IoU / mBA, perturbed · low-resolution):", "",
+              "| variant | " + " | ".join(f"step {row['step']}" for row in
+                                         max((r["curve"] for r in results.values()), key=len)) + " |",
+              "|---|" + "---:|" * max(len(r["curve"]) for r in results.values())]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(
+            " · ".join(cell(row[mode]["refined"]) for mode in MODES) for row in r["curve"]) + " |")
+    lines += ["", "Parameters per component:", "",
+              "| variant | encoder | shared MLP | hypernetwork | guide | affinity head |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        p = r["params"]
+        lines.append(f"| {name} | " + " | ".join(f"{p.get(k, 0):,}" for k in
+                                                ("encoder", "shared", "hyper", "guide", "affinity")) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# The paper's Fig. 2(b) in small: three visually distinct groups of images, one SIRMF trained on
+# all three against the AIRMF trained the same way, scored per group. The groups are whole
+# domains, so "visually distinct" is not a judgement call: DUTS photos, fluorescence nuclei and
+# endoscopy polyps; validation uses DUTS val and the held-out tenth of each extra/ folder.
+EXTRA = SHARED / "extra"
+GROUPS = {  # group: (training folders, validation folders); (folder, True) = its held-out tenth
+    "photos (DUTS-TR)": ([(DATA / "train", False)], [(DATA / "val", False)]),
+    "nuclei (DSB 2018)": ([(EXTRA / "dsb2018_nuclei", True)], [(EXTRA / "dsb2018_nuclei", True)]),
+    "polyps (Kvasir, CVC)": ([(EXTRA / "kvasir_seg_polyp", True), (EXTRA / "cvc_clinicdb_polyp", True)],
+                             [(EXTRA / "kvasir_seg_polyp", True), (EXTRA / "cvc_clinicdb_polyp", True)]),
+}
+
+
+def group_experiment(variants: list[str], base: Path, steps: int, fine_steps: int, val_limit: int,
+                     resume: bool) -> dict:
+    """Fine-tune each variant's finished ablation model for ``fine_steps`` on an equal mix of the
+    three groups (held-out pairs left out), then score the network alone on each group."""
+    from napari_airm.engine.frame import refine_whole
+    from napari_airm.data.dataset import ValCases
+    from napari_airm.metrics import SegmentationScores
+    from napari_airm.model import load_model
+
+    report = {}
+    for name in variants:
+        init = base / f"{name}-{steps}" / "model"
+        out = base / f"{name}-{steps}-groups{fine_steps}"
+        if not (out / "model" / "config.yaml").is_file():
+            cfg = variant_config(name, fine_steps, val_limit)
+            cfg.val_every = 0
+            cfg.warmup_steps = min(100, fine_steps // 10)
+            data = [{"root": str(root), "weight": 1 / len(GROUPS) / len(folders), "holdout": heldout}
+                    for folders, _ in GROUPS.values() for root, heldout in folders]
+            train(cfg, data, out, init=init, resume=resume and has_checkpoint(out / "checkpoint"),
+                  progress=False)
+        model = load_model(out / "model").eval()
+        per_group = {}
+        for group, (_, folders) in GROUPS.items():
+            per_group[group] = {}
+            for mode in MODES:
+                coarse, refined = SegmentationScores(), SegmentationScores()
+                for root, heldout in folders:
+                    cases = ValCases(root, mode=mode, limit=val_limit, heldout=heldout)
+                    for i in range(len(cases)):
+                        case, image, mask, gt = cases[i]
+                        coarse.add(mask, gt, case)
+                        refined.add(refine_whole(model, image, mask) > 0.5, gt, case)
+                per_group[group][mode] = {"n": len(coarse.per_image), "coarse": coarse.summary(),
+                                          "refined": refined.summary()}
+        report[name] = per_group
+        (out / "groups.json").write_text(json.dumps(per_group, indent=1))
+        print(f"{name} per group: " + json.dumps({g: {m: cell(v[m]["refined"]) for m in MODES}
+                                                 for g, v in per_group.items()}), flush=True)
+    return report
+
+
+def groups_markdown(report: dict, fine_steps: int) -> str:
+    lines = [f"Each model fine-tuned {fine_steps} more steps on an equal mix of the three groups "
+             "(held-out pairs left out), network alone; IoU / mBA, perturbed · low-resolution.", "",
+             "| group (val images) | coarse | " + " | ".join(report) + " |",
+             "|---|---|" + "---|" * len(report)]
+    first = next(iter(report.values()))
+    for group, modes in first.items():
+        row = [f"{group} ({modes[MODES[0]]['n']})",
+               " · ".join(cell(modes[m]["coarse"]) for m in MODES)]
+        row += [" · ".join(cell(report[v][group][m]["refined"]) for m in MODES) for v in report]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -94,40 +227,59 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", default=DEFAULT_VARIANTS,
                    help=f"comma-separated, from {', '.join(VARIANTS)}")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--val-limit", type=int, default=100)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--val-every", type=int, default=1000, help="validation curve spacing (steps)")
+    p.add_argument("--val-limit", type=int, default=500)
     p.add_argument("--data", type=Path, default=DATA / "train")
     p.add_argument("--val", type=Path, default=DATA / "val")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "ablation")
     p.add_argument("--resume", action="store_true", help="continue interrupted variants")
-    p.add_argument("--markdown", type=Path, help="also write the table here")
+    p.add_argument("--logs", type=Path, help="copy each variant's small files here (per variant)")
+    p.add_argument("--markdown", type=Path, help="also write the tables here")
+    p.add_argument("--groups", type=int, default=0, metavar="STEPS",
+                   help="afterwards, the Fig. 2(b) experiment: fine-tune AIRMF and SIRMF this many "
+                        "steps on three groups and score each group (0: skip)")
     args = p.parse_args(argv)
 
-    results = {}
-    for name in args.variants.split(","):
+    names = args.variants.split(",")
+    for name in names:
         if name not in VARIANTS:
             p.error(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    results = {}
+    for name in names:
         out = args.out / f"{name}-{args.steps}"
-        cfg = variant_config(name, args.steps, args.val_limit)
-        val = finished(out, args.steps)
-        minutes = None
-        if val is None:
+        cfg = variant_config(name, args.steps, args.val_limit, args.val_every)
+        rows = curve(out)
+        if not rows or rows[-1]["step"] != args.steps:
             t0 = time.perf_counter()
-            train(cfg, args.data, out, val=args.val, resume=args.resume and has_checkpoint(out / "checkpoint"),
-                  progress=False)
-            minutes = (time.perf_counter() - t0) / 60
-            val = finished(out, args.steps)
-            (out / "minutes.txt").write_text(f"{minutes:.2f}\n")
-        elif (out / "minutes.txt").is_file():
-            minutes = float((out / "minutes.txt").read_text())
-        results[name] = {"model": cfg.model, "val": val, "minutes": minutes if minutes is not None else float("nan")}
-        print(f"{name}: " + json.dumps({m: {k: round(100 * v, 2) for k, v in val[m]["refined"].items()
-                                            if k in ("iou", "mba")} for m in ("perturb", "lowres")}),
-              flush=True)
+            before = float((out / "minutes.txt").read_text()) if (out / "minutes.txt").is_file() else 0.0
+            try:
+                train(cfg, args.data, out, val=args.val,
+                      resume=args.resume and has_checkpoint(out / "checkpoint"), progress=False)
+            finally:  # a killed or interrupted run still records the wall time it spent
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "minutes.txt").write_text(f"{before + (time.perf_counter() - t0) / 60:.2f}\n")
+            rows = curve(out)
+        minutes = float((out / "minutes.txt").read_text()) if (out / "minutes.txt").is_file() else float("nan")
+        results[name] = {"model": cfg.model, "curve": rows, "minutes": minutes,
+                         "sec_per_step": seconds_per_step(out), "params": parameter_counts(name)}
+        if args.logs:
+            copy_logs(out, args.logs / name)
+        print(f"{name}: " + json.dumps({m: cell(rows[-1][m]["refined"]) for m in MODES}), flush=True)
     table = markdown(results, args.steps, args.val_limit)
+    if args.groups:
+        pair = [n for n in ("airm-lite0", "sirm-lite0") if n in names]
+        report = group_experiment(pair, args.out, args.steps, args.groups, args.val_limit, args.resume)
+        table += "\n" + groups_markdown(report, args.groups)
+        if args.logs:
+            for name in pair:
+                copy_logs(args.out / f"{name}-{args.steps}-groups{args.groups}", args.logs / f"{name}-groups")
     print(table)
     if args.markdown:
         args.markdown.write_text(table)
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
+        (args.logs / "summary.json").write_text(json.dumps(results, indent=1))
     return 0
 
 
