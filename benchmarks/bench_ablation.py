@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -241,6 +242,8 @@ def main(argv=None) -> int:
                         "steps on three groups and score each group (0: skip)")
     args = p.parse_args(argv)
 
+    # a session's end sends SIGTERM: exit through the finally blocks so the wall time is kept
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     names = args.variants.split(",")
     for name in names:
         if name not in VARIANTS:
