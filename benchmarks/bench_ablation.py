@@ -12,7 +12,7 @@ Variants (DESIGN.md §2, the paper's Tables 2 and 3):
 
 Each trains from the bundled recipe (``cpu-default.yaml``) with the same seed, data order,
 coarse masks, batch and step budget (learning-rate drop at 80 % of the steps); parts that two
-variants share start from identical weights (``AIRM`` seeds each component on its own). Every
+variants share start from identical weights (``start_model``: copied from one reference). Every
 ``--val-every`` steps the network alone (no trust region, no boundary solve: the paper's kind of
 number) is validated on the first ``--val-limit`` DUTS-TR val images with the fixed coarse
 masks of both modes. A variant whose run finished is read back, not retrained; ``--resume``
@@ -36,6 +36,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import torch
+
+from napari_airm.model import save_model
 from napari_airm.model.registry import build_model, model_config
 from napari_airm.training import TrainConfig, train
 from napari_airm.training.checkpoint import has_checkpoint
@@ -69,6 +72,27 @@ def variant_config(name: str, steps: int, val_limit: int, val_every: int | None 
     cfg.val_limit = val_limit
     cfg.val_modes = list(MODES)
     return cfg
+
+
+def start_model(name: str, seed: int, dest: Path) -> Path:
+    """The variant's initial weights, saved in full precision: freshly built from ``seed``, then
+    every tensor it shares (same name and shape) with the reference variant (AIRMF, affinity
+    on, Lite0) copied from it, so variants differ at step 0 only in the part under test."""
+    if (dest / "config.yaml").is_file():
+        return dest
+
+    def fresh(preset, overrides):
+        torch.manual_seed(seed)
+        model = build_model(preset, **overrides)
+        model.init_encoder_weights()
+        return model
+
+    model = fresh(*VARIANTS[name])
+    reference = fresh(*VARIANTS["airm-lite0"]).state_dict()
+    own = model.state_dict()
+    model.load_state_dict({k: reference[k] if k in reference and reference[k].shape == v.shape else v
+                           for k, v in own.items()})
+    return save_model(model, dest, half=False)
 
 
 def parameter_counts(name: str) -> dict[str, int]:
@@ -257,7 +281,8 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             before = float((out / "minutes.txt").read_text()) if (out / "minutes.txt").is_file() else 0.0
             try:
-                train(cfg, args.data, out, val=args.val,
+                init = start_model(name, cfg.seed, out / "init")
+                train(cfg, args.data, out, val=args.val, init=init,
                       resume=args.resume and has_checkpoint(out / "checkpoint"), progress=False)
             finally:  # a killed or interrupted run still records the wall time it spent
                 out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ hypernetwork derived from the whole, downscaled image.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -120,37 +119,20 @@ def normalise(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([(rgb - mean) / std, mask * 2 - 1], dim=1)
 
 
-@contextlib.contextmanager
-def _component_seed(base: int, index: int):
-    """Build one component from seed ``base + index`` without touching the global RNG's stream."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(base + index)
-        yield
-
-
 class AIRM(nn.Module):
     def __init__(self, cfg: AIRMConfig):
         super().__init__()
         self.cfg = cfg
-        # Each component draws its initial weights from its own seed (one draw of the global RNG
-        # plus a fixed offset), so variants that share a component start it identically: the
-        # ablations compare AIRMF with SIRMF and affinity on with off from the same start.
-        base = int(torch.randint(0, 2 ** 31 - 16, (1,)).item())
-        with _component_seed(base, 0):
-            self.encoder = build_encoder(cfg)
+        self.encoder = build_encoder(cfg)
         self.point_dim = 1 + cfg.guide_channels
         self.mlp_dims = [cfg.feat_dim + 4 + self.point_dim] + list(cfg.mlp_hidden) + [1]
-        with _component_seed(base, 1):
-            self.shared = SharedMLPWeights(self.mlp_dims)
-        with _component_seed(base, 2):
-            self.hyper = (HyperNetwork(cfg.feat_dim, self.mlp_dims, cfg.rank, cfg.hyper_channels,
-                                       cfg.hyper_layers, cfg.modulation)
-                          if cfg.mapping == "airm" else None)
-        with _component_seed(base, 3):
-            self.guide = Guide(cfg.guide_channels, cfg.guide_blocks) if cfg.guide_channels > 0 else None
-        with _component_seed(base, 4):
-            self.affinity = (AffinityHead(self.encoder.num_heads, cfg.affinity_hidden)
-                             if cfg.affinity else None)
+        self.shared = SharedMLPWeights(self.mlp_dims)
+        self.hyper = (HyperNetwork(cfg.feat_dim, self.mlp_dims, cfg.rank, cfg.hyper_channels,
+                                   cfg.hyper_layers, cfg.modulation)
+                      if cfg.mapping == "airm" else None)
+        self.guide = Guide(cfg.guide_channels, cfg.guide_blocks) if cfg.guide_channels > 0 else None
+        self.affinity = (AffinityHead(self.encoder.num_heads, cfg.affinity_hidden)
+                         if cfg.affinity else None)
 
     channels_last = False
 
