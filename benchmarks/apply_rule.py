@@ -56,20 +56,19 @@ def decide(candidates: dict, grabcut: dict, out=sys.stdout) -> tuple:
     print("|---|---:|---:|---:|", file=out)
     for c in candidates:
         print(f"| {c[0]}: {c[1]} | {worst(c):+.2f} | {margin(c):+.2f} | {mba(c):.2f} |", file=out)
-    pool = [c for c in candidates if worst(c) >= -SAFE]
-    if not pool:
-        best = max(worst(c) for c in candidates)
-        pool = [c for c in candidates if worst(c) >= best - NEAR]
-        print(f"\n1. no candidate keeps every good mask within {SAFE}: fallback, worst ≥ {best - NEAR:+.2f}",
-              file=out)
-    print(f"1. admissible: {', '.join(f'{a}: {b}' for a, b in pool)}", file=out)
-    beat = [c for c in pool if margin(c) >= MARGIN]
-    if not beat:
-        best = max(margin(c) for c in pool)
-        beat = [c for c in pool if margin(c) >= best - NEAR]
-        print(f"2. none beats GrabCut by {MARGIN} IoU in every rough mode: fallback, margin ≥ {best - NEAR:+.2f}",
-              file=out)
-    print(f"2. kept: {', '.join(f'{a}: {b}' for a, b in beat)}", file=out)
+    def at_least(pool, key, bar, step, why):
+        """The candidates with key >= bar; if none, those within NEAR of the best (the fallback)."""
+        kept = [c for c in pool if key(c) >= bar]
+        if not kept:
+            floor = max(key(c) for c in pool) - NEAR
+            kept = [c for c in pool if key(c) >= floor]
+            print(f"{step}. {why}: fallback, {floor:+.2f} or better", file=out)
+        print(f"{step}. kept: {', '.join(f'{a}: {b}' for a, b in kept)}", file=out)
+        return kept
+
+    print(file=out)
+    pool = at_least(list(candidates), worst, -SAFE, 1, f"no candidate keeps every good mask within {SAFE}")
+    beat = at_least(pool, margin, MARGIN, 2, f"none beats GrabCut by {MARGIN} IoU in every rough mode")
     top = max(mba(c) for c in beat)
     winner = next(c for c in beat if mba(c) >= top - TIE)
     print(f"3. winner: {winner[0]}: {winner[1]} (mean rough mBA {mba(winner):.2f}; best {top:.2f})", file=out)
