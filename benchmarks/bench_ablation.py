@@ -196,10 +196,9 @@ def group_experiment(variants: list[str], base: Path, steps: int, fine_steps: in
                      resume: bool) -> dict:
     """Fine-tune each variant's finished ablation model for ``fine_steps`` on an equal mix of the
     three groups (held-out pairs left out), then score the network alone on each group."""
-    from napari_airm.engine.frame import refine_whole
     from napari_airm.data.dataset import ValCases
-    from napari_airm.metrics import SegmentationScores
     from napari_airm.model import load_model
+    from napari_airm.training.trainer import score_network
 
     report = {}
     for name in variants:
@@ -218,13 +217,9 @@ def group_experiment(variants: list[str], base: Path, steps: int, fine_steps: in
         for group, (_, folders) in GROUPS.items():
             per_group[group] = {}
             for mode in MODES:
-                coarse, refined = SegmentationScores(), SegmentationScores()
-                for root, heldout in folders:
-                    cases = ValCases(root, mode=mode, limit=val_limit, heldout=heldout)
-                    for i in range(len(cases)):
-                        case, image, mask, gt = cases[i]
-                        coarse.add(mask, gt, case)
-                        refined.add(refine_whole(model, image, mask) > 0.5, gt, case)
+                sets = [ValCases(root, mode=mode, limit=val_limit, heldout=heldout)
+                        for root, heldout in folders]
+                coarse, refined = score_network(model, (s[i] for s in sets for i in range(len(s))))
                 per_group[group][mode] = {"n": len(coarse.per_image), "coarse": coarse.summary(),
                                           "refined": refined.summary()}
         report[name] = per_group

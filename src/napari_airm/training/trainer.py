@@ -130,20 +130,26 @@ def start_from(init_model: AIRM, requested) -> AIRM:
     return grown
 
 
-def validate(model: AIRM, val_root: str | Path, modes, limit: int | None, device) -> dict:
-    """IoU/mBA of coarse vs refined masks on fixed validation cases, per coarse-mask mode."""
+def score_network(model: AIRM, cases, device=None):
+    """Scores of the coarse masks and of the network alone (``refine_whole``, no trust region
+    or boundary solve) over ``(name, image, coarse, gt)`` cases: (coarse, refined)."""
     from ..engine.frame import refine_whole  # engine imports the model; keep the import local
 
+    coarse_s, refined_s = SegmentationScores(), SegmentationScores()
+    for name, image, coarse, gt in cases:
+        coarse_s.add(coarse, gt, name)
+        refined_s.add(refine_whole(model, image, coarse, device=device) > 0.5, gt, name)
+    return coarse_s, refined_s
+
+
+def validate(model: AIRM, val_root: str | Path, modes, limit: int | None, device) -> dict:
+    """IoU/mBA of coarse vs refined masks on fixed validation cases, per coarse-mask mode."""
     was_training = model.training
     model.eval()
     report = {}
     for mode in modes:
         cases = ValCases(val_root, mode=mode, limit=limit)
-        coarse_s, refined_s = SegmentationScores(), SegmentationScores()
-        for i in range(len(cases)):
-            name, image, coarse, gt = cases[i]
-            coarse_s.add(coarse, gt, name)
-            refined_s.add(refine_whole(model, image, coarse, device=device) > 0.5, gt, name)
+        coarse_s, refined_s = score_network(model, (cases[i] for i in range(len(cases))), device)
         report[mode] = {"coarse": coarse_s.summary(), "refined": refined_s.summary()}
     model.train(was_training)
     return report
