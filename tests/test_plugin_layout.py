@@ -1,6 +1,7 @@
 """The dock fits a 1366×768 laptop screen in napari's default layout: measured, not guessed."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("napari")
@@ -37,6 +38,33 @@ def test_airm_dock_fits_a_laptop_screen(make_napari_viewer, qtbot):
     long_path = "/home/someone/napari-airm/finetune/run-20261207-104226/train/model" * 2
     for widget in (airm.refine, airm.evaluate, airm.retrain):
         widget.status.value = f"trained 20 steps → model ({long_path}); {long_path}"
+    for index in range(airm.tabs.count()):
+        airm.tabs.setCurrentIndex(index)
+        settle(qtbot)
+        assert airm.tabs.widget(index).horizontalScrollBar().maximum() == 0, airm.tabs.tabText(index)
+
+
+def test_long_layer_and_model_names_never_widen_the_dock(make_napari_viewer, qtbot, tmp_path,
+                                                        monkeypatch):
+    """A retrained model's name and a file-named layer are long; the dock keeps its width."""
+    from napari_airm.widgets._models import registry
+
+    monkeypatch.setattr(registry, "_registered", {})  # this session's retrained models only
+    viewer = make_napari_viewer(show=True)
+    _dock, airm = viewer.window.add_plugin_dock_widget("napari-airm", "AIRM")
+    window = viewer.window._qt_window
+    window.resize(SCREEN[0], USABLE_HEIGHT)
+    settle(qtbot)
+    long_name = "ILSVRC2012_test_00038403_from_the_microscope_session_of_tuesday"
+    viewer.add_image(np.zeros((32, 32), np.uint8), name=f"{long_name} image")
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name=f"{long_name} coarse mask")
+    model = tmp_path / "finetune-run-20261207-104226-on-the-corrected-nuclei-of-tuesday" / "model"
+    model.mkdir(parents=True)
+    for name in ("config.yaml", "weights.safetensors"):
+        (model / name).write_text("")
+    registry.register(model)
+    settle(qtbot)
+    assert airm.refine.model.native.count() >= 3  # the long model is offered
     for index in range(airm.tabs.count()):
         airm.tabs.setCurrentIndex(index)
         settle(qtbot)

@@ -48,6 +48,33 @@ def layers_of(viewer, types: tuple[type, ...]) -> list[tuple[str, object]]:
     return [(layer.name, layer) for layer in layers if isinstance(layer, types)]
 
 
+def layer_choices(widget, *kinds: str):
+    """A ComboBox ``choices`` callable: ``widget.viewer``'s layers of these napari layer types
+    (by name, e.g. "Labels"), looked up each time the choices are reset."""
+    def choices(_w=None):
+        import napari.layers
+
+        return layers_of(widget.viewer, tuple(getattr(napari.layers, kind) for kind in kinds))
+
+    return choices
+
+
+NAME_CHARS = 12  # characters a layer or model name shows before the choice box stops growing
+
+
+def name_choice(label: str, choices, **kwargs):
+    """A ComboBox of user-named things (layers, models). It keeps its width however long a
+    name gets (a retrained model's, a file's), so the dock never needs a horizontal scrollbar;
+    the list that opens shows the names in full."""
+    from magicgui.widgets import ComboBox
+    from qtpy.QtWidgets import QComboBox
+
+    box = ComboBox(label=label, choices=choices, **kwargs)
+    box.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.native.setMinimumContentsLength(NAME_CHARS)
+    return box
+
+
 def level0(layer):
     """Full-resolution data: level 0 of a multiscale (pyramid) layer, else the data itself."""
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data

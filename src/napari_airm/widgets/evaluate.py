@@ -9,7 +9,7 @@ from functools import partial
 from typing import Callable
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, PushButton
+from magicgui.widgets import Container, PushButton
 from qtpy.QtWidgets import (QAbstractItemView, QApplication, QFileDialog, QTableWidget,
                             QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -102,10 +102,10 @@ class EvaluateWidget(JobControls, QWidget):
         avoid_llvm_clash()  # before the first torch/timm import (model lists, training, refine)
         self.viewer = napari_viewer
         self.report: dict | None = None
-        self.pred = ComboBox(label="prediction", choices=self._labels_choices)
-        self.gt = ComboBox(label="ground truth", choices=self._labels_choices)
-        self.coarse = ComboBox(label="coarse (optional)",
-                               choices=lambda w: [(NONE, None)] + self._labels_choices())
+        labels = L.layer_choices(self, "Labels")
+        self.pred = L.name_choice("prediction", choices=labels)
+        self.gt = L.name_choice("ground truth", choices=labels)
+        self.coarse = L.name_choice("coarse (optional)", choices=lambda w: [(NONE, None)] + labels())
         self.run_button = PushButton(text="Evaluate")
         self.start_button = self.run_button
         self.copy_button = PushButton(text="Copy CSV", enabled=False)
@@ -141,11 +141,6 @@ class EvaluateWidget(JobControls, QWidget):
                 D.layer_choices(self.coarse), self.pred.value, self.gt.value))]
         L.follow(self, napari_viewer, self.reset_choices)
         self.reset_choices()
-
-    def _labels_choices(self, _w=None):
-        from napari.layers import Labels
-
-        return L.layers_of(self.viewer, (Labels,))
 
     def reset_choices(self, *_):
         self.form.reset_choices()

@@ -39,14 +39,15 @@ class RefineWidget(JobControls, QWidget):
         avoid_llvm_clash()  # before the first torch/timm import (model lists, training, refine)
         self.viewer = napari_viewer
         self.last_result: RefineResult | None = None
-        self.image = ComboBox(label="image", choices=self._image_choices)
-        self.coarse = ComboBox(label="coarse mask", choices=self._coarse_choices,
+        self.image = L.name_choice("image", choices=L.layer_choices(self, "Image"))
+        self.coarse = L.name_choice("coarse mask",
+                               choices=L.layer_choices(self, "Labels", "Shapes"),
                                tooltip="a Labels layer, or a Shapes layer (rasterised, one id per shape)")
         self.which = ComboBox(label="objects", choices=[ALL, SELECTED], value=ALL,
                               tooltip="all ids, or only the selected one (the Labels layer's "
                                       f"current label; for Shapes, the selected shapes). "
                                       f"{keys.REFINE_SELECTED}: refine the selected object")
-        self.model = ComboBox(label="model", choices=lambda w: registry.choices())
+        self.model = L.name_choice("model", choices=lambda w: registry.choices())
         self.model_folder = FileEdit(label="model folder", mode="d", visible=False)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.output = ComboBox(label="output", choices=[NEW, IN_PLACE], value=NEW,
@@ -127,16 +128,6 @@ class RefineWidget(JobControls, QWidget):
         self._on_model_choice(self.model.value)
 
     # -- choices -------------------------------------------------------------------------------
-    def _image_choices(self, _w=None):
-        from napari.layers import Image
-
-        return L.layers_of(self.viewer, (Image,))
-
-    def _coarse_choices(self, _w=None):
-        from napari.layers import Labels, Shapes
-
-        return L.layers_of(self.viewer, (Labels, Shapes))
-
     def reset_choices(self, *_):
         self.form.reset_choices()
         for choice in self._defaults:

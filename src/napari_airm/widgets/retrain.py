@@ -35,13 +35,13 @@ class RetrainWidget(JobControls, QWidget):
         self.new_model: str | None = None
         self.new_model_dir: Path | None = None
         self.check: dict | None = None
-        self.image = ComboBox(label="image", choices=self._image_choices)
-        self.labels = ComboBox(label="corrected labels", choices=self._labels_choices)
+        self.image = L.name_choice("image", choices=L.layer_choices(self, "Image"))
+        self.labels = L.name_choice("corrected labels", choices=L.layer_choices(self, "Labels"))
         self.add_button = PushButton(text="Add pair")
         self.remove_button = PushButton(text="Remove selected")
         self.pair_list = QListWidget()
         self.pair_list.setMaximumHeight(60)
-        self.base_model = ComboBox(label="start from", choices=lambda w: registry.choices())
+        self.base_model = L.name_choice("start from", choices=lambda w: registry.choices())
         self.model_folder = FileEdit(label="model folder", mode="d", visible=False)
         self.workdir = FileEdit(label="work folder", mode="d", value=DEFAULT_WORKDIR,
                                 tooltip="each run writes <work folder>/run-<time>/data (the pairs) "
@@ -88,16 +88,6 @@ class RetrainWidget(JobControls, QWidget):
 
     def _on_model_choice(self, value):
         self.model_folder.visible = value == OTHER
-
-    def _image_choices(self, _w=None):
-        from napari.layers import Image
-
-        return L.layers_of(self.viewer, (Image,))
-
-    def _labels_choices(self, _w=None):
-        from napari.layers import Labels
-
-        return L.layers_of(self.viewer, (Labels,))
 
     def reset_choices(self, *_):
         self.form.reset_choices()
