@@ -7,7 +7,8 @@ mask around it), then replay the final step under every candidate setting.
 
 Each candidate is one JSON object of constants (``engine/reach.py`` REACH_SHARE, CORE_SHARE,
 CORE_RULE; ``engine/solve.py`` BAND, NET, COLOUR, GIVEN, PAIRWISE; ``solve`` on/off; ``reach``
-None for the network alone), given with ``--grid FILE`` or the built-in grid below. The table
+None for the network alone; ``grabcut_band`` N: GrabCut in an N-px band around the result, the
+probe of issue 13), given with ``--grid FILE`` or the built-in grid below. The table
 reports, per set and coarse mode, IoU / mBA of every candidate and the worst image's IoU change
 against its coarse mask, so the rule in docs/performance.md ("Trust region and boundary
 solve") can be applied to it as written.
@@ -116,6 +117,8 @@ def replay(case: Case, candidate: dict) -> np.ndarray:
                 final = prob > 0.5
             out[tile[0]:tile[1], tile[2]:tile[3]] = \
                 final[tile[0] - win[0]:tile[1] - win[0], tile[2] - win[2]:tile[3] - win[2]]
+        if candidate.get("grabcut_band"):
+            out = grabcut_refine(case.image, out, iterations=3, band=candidate["grabcut_band"])
         return out
     finally:
         for (module, key), value in saved.items():
