@@ -231,3 +231,27 @@ def test_boundary_weighting_counts_band_pixels_more():
     plain, _ = airmf_loss(logits, gt, LossWeights())
     weighted, _ = airmf_loss(logits, gt, LossWeights(boundary=4.0, boundary_radius=1))
     assert weighted < plain
+
+
+def test_keep_weighting_charges_moving_a_correct_boundary_more_than_keeping_a_wrong_one():
+    from napari_airm.losses import LossWeights, airmf_loss, boundary_weights
+
+    gt = torch.zeros(1, 1, 16, 16)
+    gt[..., :, 8:] = 1
+    coarse = gt.clone()
+    coarse[..., :8, 8] = 0  # rows 0-7: the coarse boundary is one pixel off; rows 8-15: right
+    w = boundary_weights(gt, radius=1, extra=4.0, coarse=coarse, keep=3.0)
+    assert w[0, 0, 12, 8] == 8 and w[0, 0, 12, 7] == 8  # band, coarse right: 1 + 4 + 3
+    assert w[0, 0, 3, 8] == 5 and w[0, 0, 3, 7] == 8  # the wrong pixel gets no keep weight
+    assert w[0, 0, 12, 0] == 1  # far from the boundary: unweighted
+    # the same one-pixel error costs more where the coarse mask had it right
+    moved_right = (gt * 2 - 1) * 6
+    moved_right[..., 12, 8] = -6
+    moved_wrong = (gt * 2 - 1) * 6
+    moved_wrong[..., 3, 8] = -6
+    weights = LossWeights(boundary=4.0, boundary_radius=1, keep=3.0)
+    cost_right, _ = airmf_loss(moved_right, gt, weights, coarse)
+    cost_wrong, _ = airmf_loss(moved_wrong, gt, weights, coarse)
+    assert cost_right > cost_wrong
+    # without a coarse mask (or keep = 0) it is the boundary weighting alone
+    assert torch.equal(boundary_weights(gt, 1, 4.0, coarse, 0.0), boundary_weights(gt, 1, 4.0))

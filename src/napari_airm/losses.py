@@ -24,14 +24,23 @@ class LossWeights:
     #: (0 = the paper's unweighted means); DESIGN §2.7 allows it where it helps mBA
     boundary: float = 0.0
     boundary_radius: int = 3
+    #: extra weight of those boundary-band pixels where the coarse mask already agrees with the
+    #: GT: moving a correct boundary costs more than leaving a wrong one (issue 13)
+    keep: float = 0.0
 
 
-def boundary_weights(gt: torch.Tensor, radius: int, extra: float) -> torch.Tensor:
-    """1 + extra inside the GT boundary band of ``radius`` pixels (morphological gradient)."""
+def boundary_weights(gt: torch.Tensor, radius: int, extra: float, coarse: torch.Tensor | None = None,
+                     keep: float = 0.0) -> torch.Tensor:
+    """1 + extra inside the GT boundary band of ``radius`` pixels (morphological gradient),
+    + keep where, in that band, the coarse mask (thresholded at ½) already equals the GT."""
     k = 2 * radius + 1
     dil = F.max_pool2d(gt, k, 1, radius)
     ero = -F.max_pool2d(-gt, k, 1, radius)
-    return 1 + extra * (dil - ero)
+    band = dil - ero
+    weight = 1 + extra * band
+    if keep and coarse is not None:
+        weight = weight + keep * band * ((coarse > 0.5).to(gt) == gt).to(gt)
+    return weight
 
 
 def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
@@ -47,13 +56,15 @@ def gradient_loss(prob: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return (sobel_magnitude(prob) - sobel_magnitude(gt)).abs().mean()
 
 
-def airmf_loss(logits: torch.Tensor, gt: torch.Tensor, w: LossWeights = LossWeights()):
-    """Dense decoder loss on (B, 1, H, W) logits; returns (total, parts dict)."""
+def airmf_loss(logits: torch.Tensor, gt: torch.Tensor, w: LossWeights = LossWeights(),
+               coarse: torch.Tensor | None = None):
+    """Dense decoder loss on (B, 1, H, W) logits; returns (total, parts dict). ``coarse``: the
+    coarse mask on the same grid (only the ``keep`` weighting reads it)."""
     if logits.shape != gt.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(gt.shape)} differ")
     prob = torch.sigmoid(logits)
-    if w.boundary:
-        weight = boundary_weights(gt, w.boundary_radius, w.boundary)
+    if w.boundary or (w.keep and coarse is not None):
+        weight = boundary_weights(gt, w.boundary_radius, w.boundary, coarse, w.keep)
         mean = lambda x: (x * weight).sum() / weight.sum()  # noqa: E731
     else:
         weight, mean = None, torch.mean
@@ -69,9 +80,10 @@ def airmf_loss(logits: torch.Tensor, gt: torch.Tensor, w: LossWeights = LossWeig
 
 def total_loss(logits: torch.Tensor, gt: torch.Tensor, aff_logits: torch.Tensor | None = None,
                aff_gt: torch.Tensor | None = None, grid: tuple[int, int] | None = None,
-               radius: float = 14, w: LossWeights = LossWeights()):
+               radius: float = 14, w: LossWeights = LossWeights(),
+               coarse: torch.Tensor | None = None):
     """L = ½·L_AIRMF + ½·L_aff (L_aff only when affinity logits are given)."""
-    l_airmf, parts = airmf_loss(logits, gt, w)
+    l_airmf, parts = airmf_loss(logits, gt, w, coarse)
     parts = {k: v.detach() for k, v in parts.items()}
     parts["airmf"] = l_airmf.detach()
     total = w.airmf * l_airmf

@@ -90,5 +90,5 @@ def training_forward(model: AIRM, rgb: torch.Tensor, coarse: torch.Tensor, gt: t
 
     aff_logits = model.affinity(enc.pairs) if want_pairs else None
     loss, parts = total_loss(logits, gt_w, aff_logits, gt, enc.pair_grid,
-                             model.cfg.affinity_radius, weights)
+                             model.cfg.affinity_radius, weights, coarse_w)
     return loss, parts
