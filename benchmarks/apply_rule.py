@@ -56,6 +56,7 @@ def decide(candidates: dict, grabcut: dict, out=sys.stdout) -> tuple:
     print("|---|---:|---:|---:|", file=out)
     for c in candidates:
         print(f"| {c[0]}: {c[1]} | {worst(c):+.2f} | {margin(c):+.2f} | {mba(c):.2f} |", file=out)
+
     def at_least(pool, key, bar, step, why):
         """The candidates with key >= bar; if none, those within NEAR of the best (the fallback)."""
         kept = [c for c in pool if key(c) >= bar]

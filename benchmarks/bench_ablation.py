@@ -25,6 +25,7 @@ can run in the background across sessions. ``--logs`` copies each variant's smal
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -219,7 +220,7 @@ def group_experiment(variants: list[str], base: Path, steps: int, fine_steps: in
             for mode in MODES:
                 sets = [ValCases(root, mode=mode, limit=val_limit, heldout=heldout)
                         for root, heldout in folders]
-                coarse, refined = score_network(model, (s[i] for s in sets for i in range(len(s))))
+                coarse, refined = score_network(model, itertools.chain(*sets))
                 per_group[group][mode] = {"n": len(coarse.per_image), "coarse": coarse.summary(),
                                           "refined": refined.summary()}
         report[name] = per_group

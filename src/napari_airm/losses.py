@@ -63,7 +63,7 @@ def airmf_loss(logits: torch.Tensor, gt: torch.Tensor, w: LossWeights = LossWeig
     if logits.shape != gt.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(gt.shape)} differ")
     prob = torch.sigmoid(logits)
-    if w.boundary or (w.keep and coarse is not None):
+    if w.boundary or w.keep:
         weight = boundary_weights(gt, w.boundary_radius, w.boundary, coarse, w.keep)
         mean = lambda x: (x * weight).sum() / weight.sum()  # noqa: E731
     else:

@@ -293,6 +293,9 @@ class ValCases:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
     def __getitem__(self, index: int):
         pair = self.pairs[index]
         image, gt = read_pair(pair)

@@ -149,7 +149,7 @@ def validate(model: AIRM, val_root: str | Path, modes, limit: int | None, device
     report = {}
     for mode in modes:
         cases = ValCases(val_root, mode=mode, limit=limit)
-        coarse_s, refined_s = score_network(model, (cases[i] for i in range(len(cases))), device)
+        coarse_s, refined_s = score_network(model, cases, device)
         report[mode] = {"coarse": coarse_s.summary(), "refined": refined_s.summary()}
     model.train(was_training)
     return report

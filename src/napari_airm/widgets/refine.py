@@ -40,9 +40,9 @@ class RefineWidget(JobControls, QWidget):
         self.viewer = napari_viewer
         self.last_result: RefineResult | None = None
         self.image = L.name_choice("image", choices=L.layer_choices(self, "Image"))
-        self.coarse = L.name_choice("coarse mask",
-                               choices=L.layer_choices(self, "Labels", "Shapes"),
-                               tooltip="a Labels layer, or a Shapes layer (rasterised, one id per shape)")
+        self.coarse = L.name_choice("coarse mask", choices=L.layer_choices(self, "Labels", "Shapes"),
+                                    tooltip="a Labels layer, or a Shapes layer (rasterised, one "
+                                            "id per shape)")
         self.which = ComboBox(label="objects", choices=[ALL, SELECTED], value=ALL,
                               tooltip="all ids, or only the selected one (the Labels layer's "
                                       f"current label; for Shapes, the selected shapes). "
