@@ -67,6 +67,23 @@ def test_encode_then_decode_at_random_continuous_coordinates(airm_b0):
     torch.testing.assert_close(sub, logits[:, 100:200], atol=1e-5, rtol=1e-5)
 
 
+def test_training_and_inference_decode_the_same_logits(airm_b0):
+    """Decoding has a lean in-place path for inference and an autograd-friendly one for
+    training: a model must not answer differently when it is being trained."""
+    rgb, mask = batch()
+    coords = torch.rand(2, 500, 2, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        point = sample_points(airm_b0.point_features(rgb, mask), coords)
+        coarse = sample_points(mask, coords)[..., 0]
+        served = airm_b0.decode(airm_b0.encode(rgb, mask), coords, (224, 224), point, coarse)
+    trained = airm_b0.decode(airm_b0.encode(rgb, mask), coords, (224, 224), point, coarse)
+    assert trained.requires_grad
+    torch.testing.assert_close(trained.detach(), served, atol=1e-5, rtol=1e-5)
+    trained.sum().backward()
+    assert all(p.grad is not None for p in airm_b0.hyper.parameters())
+    airm_b0.zero_grad(set_to_none=True)
+
+
 def test_decode_on_a_grid_four_times_the_input_resolution(airm_b0):
     """Encode at 224², decode at 896² (a 64×64 window of the pixel-centre grid, to stay cheap)."""
     rgb, mask = batch()

@@ -54,9 +54,11 @@ def query_features(cells: torch.Tensor, grid: tuple[int, int], coords: torch.Ten
     Q = coords.shape[1]
     size = coords.new_tensor([h, w])
     half_cell = 1.0 / size  # half of a cell's width (2/h) in normalised units
-    gathered = cells.new_empty(B, 4, Q, C)
-    rels = coords.new_empty(B, 4, Q, 2)
-    areas = coords.new_empty(B, 4, Q)
+    training = torch.is_grad_enabled()
+    # under autograd, pieces joined by ``stack`` (whose backward is a view per piece): writing
+    # them into slices of one tensor makes autograd copy the whole (B, 4, Q, C) gradient per slice
+    gathered = [] if training else cells.new_empty(B, 4, Q, C)
+    rels, areas = [], []
     for k, (vy, vx) in enumerate(SHIFTS):
         shifted = coords + coords.new_tensor([vy, vx]) * half_cell + 1e-6
         idx = torch.floor((shifted + 1) / 2 * size).long()
@@ -64,14 +66,17 @@ def query_features(cells: torch.Tensor, grid: tuple[int, int], coords: torch.Ten
         idx[..., 1].clamp_(0, w - 1)
         center = (idx.to(coords.dtype) * 2 + 1) / size - 1
         rel = (coords - center) * size / 2  # in feature-cell units
-        rels[:, k] = rel
-        areas[:, k] = (rel[..., 0] * rel[..., 1]).abs() + 1e-9
+        rels.append(rel)
+        areas.append((rel[..., 0] * rel[..., 1]).abs() + 1e-9)
         lin = idx[..., 0] * w + idx[..., 1]
-        if torch.is_grad_enabled():  # autograd cannot record out=; training pays one copy
-            gathered[:, k] = torch.gather(cells, 1, lin.unsqueeze(-1).expand(-1, -1, C))
+        if training:  # autograd cannot record out=
+            gathered.append(torch.gather(cells, 1, lin.unsqueeze(-1).expand(-1, -1, C)))
         else:
             for b in range(B):
                 torch.index_select(cells[b], 0, lin[b], out=gathered[b, k])
+    if training:
+        gathered = torch.stack(gathered, dim=1)
+    rels, areas = torch.stack(rels, dim=1), torch.stack(areas, dim=1)
     blend = areas.flip(1) / areas.sum(1, keepdim=True)  # opposite cell's area (3 - k)
     return gathered, rels, blend
 
@@ -101,7 +106,11 @@ def decode_queries(weights: ImplicitWeights, feat: torch.Tensor, coords: torch.T
     shared.baddbmm_(cell.expand(-1, Q, -1).to(shared.dtype), Wcell.transpose(1, 2).to(shared.dtype))
     h += shared.unsqueeze(1)
     h = h.view(B, K * Q, C)
-    h.baddbmm_(rel.view(B, K * Q, 2).to(h.dtype), Wrel.transpose(1, 2).to(h.dtype))
+    rel_term = rel.view(B, K * Q, 2).to(h.dtype), Wrel.transpose(1, 2).to(h.dtype)
+    if torch.is_grad_enabled():  # in place on a view, autograd would copy the whole gradient
+        h = torch.baddbmm(h, *rel_term)
+    else:  # inference keeps one (B, 4Q, C) buffer
+        h.baddbmm_(*rel_term)
     h.relu_()
     n_layers = len(weights.weights)
     for layer in range(1, n_layers):

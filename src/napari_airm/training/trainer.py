@@ -190,6 +190,8 @@ def train(config: TrainConfig | str | Path, data, out: str | Path, *,
         model = build_model(cfg.model)
         model.init_encoder_weights()
     model.to(device).train()
+    if device.type == "cpu":  # oneDNN: ~20 % faster steps, the same network up to rounding
+        model.use_channels_last()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
     start = 0
