@@ -6,7 +6,9 @@ The model step uses the training recipe's forward (random encode scale, boundary
 window, all losses incl. affinity) on synthetic tensors, after ``--warmup`` untimed steps. The data
 time is what a loader worker spends per batch: decode JPEG/PNG, random scale + crop, flip, colour
 jitter, coarse-mask synthesis (``TrainCrops``), on the real DUTS-TR training folder if present.
-A ratio data/model above 1 / workers means training is data-bound. ``--data`` takes several
+A ratio data/model above 1 / workers means training is data-bound. On the CPU the model runs
+channels-last, as the trainer does; ``--compare-layouts`` also times the plain (NCHW) layout in
+the same run and prints the ratio. ``--data`` takes several
 folders (``DIR=WEIGHT``) to time a mix, ``--identity-share`` / ``--lowres-share`` a recipe's masks:
 
     python benchmarks/bench_train_step.py --data ../shared/data/duts-tr/train=0.6 \
@@ -49,10 +51,12 @@ def synthetic_batch(batch: int, size: int, seed: int = 0):
     return rgb, coarse, gt
 
 
-def time_model(args) -> list[float]:
+def time_model(args, channels_last: bool) -> list[float]:
     torch.manual_seed(0)
     device = torch.device(args.device)
     model = build_model(args.model).to(device).train()
+    if channels_last:
+        model.use_channels_last()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     rgb, coarse, gt = (t.to(device) for t in synthetic_batch(args.batch, args.size))
     weights = LossWeights()
@@ -117,6 +121,8 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=int, default=112, help="decode window (0: whole crop)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--compare-layouts", action="store_true",
+                   help="also time the plain NCHW layout (the trainer uses channels-last on CPU)")
     p.add_argument("--data", nargs="+", default=[str(DEFAULT_DATA)], metavar="DIR[=W]",
                    help="images/ + masks/ folder(s), each with an optional weight (a mix draws "
                         "from each folder by its weight)")
@@ -132,10 +138,16 @@ def main(argv=None) -> int:
 
     print(f"{args.model}, batch {args.batch}, {args.size}², {args.device}, "
           f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs")
-    model_times = time_model(args)
+    channels_last = torch.device(args.device).type == "cpu"
+    model_times = time_model(args, channels_last)
     model_mean = statistics.mean(model_times)
-    print(f"model step (fwd+bwd+Adam): {describe(model_times)}  "
+    layout = "channels-last" if channels_last else "NCHW"
+    print(f"model step (fwd+bwd+Adam, {layout}): {describe(model_times)}  "
           f"= {args.batch / model_mean:.1f} samples/s")
+    if args.compare_layouts and channels_last:
+        plain = statistics.mean(time_model(args, False))
+        print(f"model step (fwd+bwd+Adam, NCHW): {plain:.3f} s; NCHW / channels-last = "
+              f"{plain / model_mean:.2f}")
 
     data_times = time_data(args)
     if data_times is None:
