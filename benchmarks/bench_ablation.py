@@ -21,6 +21,9 @@ can run in the background across sessions. ``--logs`` copies each variant's smal
 (training log, validation curve, config, wall time) to a folder meant for the repository.
 
 ``--groups`` runs the paper's Fig. 2(b) experiment in small afterwards (see ``group_experiment``).
+``--time-steps N`` only times N training steps of every variant in one run (synthetic crops,
+the trainer's layout): the comparable cost per step, which a run's wall time is not when other
+work shared the CPU.
 """
 from __future__ import annotations
 
@@ -244,6 +247,25 @@ def groups_markdown(report: dict, fine_steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def time_table(names: list[str], steps: int) -> str:
+    """Seconds per training step of each variant, timed one after the other in this process."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_train_step import time_steps
+
+    lines = [f"Training step (forward, backward, Adam; batch 8, 224², decode window 112), mean of "
+             f"{steps} after 2 untimed, {torch.get_num_threads()} threads:", "",
+             f"| variant | s/step | relative to {'airm-lite0' if 'airm-lite0' in names else names[0]} |", "|---|---:|---:|"]
+    means = {}
+    for name in names:
+        preset, overrides = VARIANTS[name]
+        torch.manual_seed(0)
+        means[name] = statistics.mean(time_steps(build_model(preset, **overrides), batch=8, size=224,
+                                                 steps=steps, warmup=2, window=112))
+    base = means.get("airm-lite0", means[names[0]])
+    lines += [f"| {name} | {sec:.2f} | {sec / base:.2f} |" for name, sec in means.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", default=DEFAULT_VARIANTS,
@@ -257,6 +279,8 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue interrupted variants")
     p.add_argument("--logs", type=Path, help="copy each variant's small files here (per variant)")
     p.add_argument("--markdown", type=Path, help="also write the tables here")
+    p.add_argument("--time-steps", type=int, default=0, metavar="N",
+                   help="only time N training steps of each variant in one run, then exit")
     p.add_argument("--groups", type=int, default=0, metavar="STEPS",
                    help="afterwards, the Fig. 2(b) experiment: fine-tune AIRMF and SIRMF this many "
                         "steps on three groups and score each group (0: skip)")
@@ -268,6 +292,9 @@ def main(argv=None) -> int:
     for name in names:
         if name not in VARIANTS:
             p.error(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    if args.time_steps:
+        print(time_table(names, args.time_steps))
+        return 0
     results = {}
     for name in names:
         out = args.out / f"{name}-{args.steps}"

@@ -51,23 +51,28 @@ def synthetic_batch(batch: int, size: int, seed: int = 0):
     return rgb, coarse, gt
 
 
-def time_model(args, channels_last: bool) -> list[float]:
+def time_steps(model, *, batch: int, size: int, steps: int, warmup: int, window: int | None,
+               device: str = "cpu", channels_last: bool | None = None) -> list[float]:
+    """Seconds of each of ``steps`` training steps of ``model`` (after ``warmup`` untimed ones) on
+    synthetic crops; ``channels_last`` defaults to what the trainer does (on the CPU)."""
     torch.manual_seed(0)
-    device = torch.device(args.device)
-    model = build_model(args.model).to(device).train()
+    device = torch.device(device)
+    model = model.to(device).train()
+    if channels_last is None:
+        channels_last = device.type == "cpu"
     if channels_last:
         model.use_channels_last()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    rgb, coarse, gt = (t.to(device) for t in synthetic_batch(args.batch, args.size))
+    rgb, coarse, gt = (t.to(device) for t in synthetic_batch(batch, size))
     weights = LossWeights()
     times = []
-    for step in range(args.warmup + args.steps):
+    for step in range(warmup + steps):
         gen = torch.Generator().manual_seed(step)
         scale = 0.5 + 0.5 * torch.rand(1, generator=gen).item()
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loss, _ = training_forward(model, rgb, coarse, gt, encode_scale=scale, window=args.window,
+        loss, _ = training_forward(model, rgb, coarse, gt, encode_scale=scale, window=window,
                                    weights=weights, generator=gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -75,9 +80,16 @@ def time_model(args, channels_last: bool) -> list[float]:
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if step >= args.warmup:
+        if step >= warmup:
             times.append(time.perf_counter() - t0)
     return times
+
+
+def time_model(args, channels_last: bool) -> list[float]:
+    torch.manual_seed(0)
+    return time_steps(build_model(args.model), batch=args.batch, size=args.size, steps=args.steps,
+                      warmup=args.warmup, window=args.window, device=args.device,
+                      channels_last=channels_last)
 
 
 def time_data(args) -> list[float] | None:
