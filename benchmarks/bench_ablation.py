@@ -21,9 +21,9 @@ can run in the background across sessions. ``--logs`` copies each variant's smal
 (training log, validation curve, config, wall time) to a folder meant for the repository.
 
 ``--groups`` runs the paper's Fig. 2(b) experiment in small afterwards (see ``group_experiment``).
-``--time-steps N`` only times N training steps of every variant in one run (synthetic crops,
-the trainer's layout): the comparable cost per step, which a run's wall time is not when other
-work shared the CPU.
+``--time-steps N`` only times every variant in one run: N training steps (synthetic crops, the
+trainer's layout) and 20 val images refined by the network alone. That is the comparable cost,
+which a run's wall time is not when other work shared the CPU.
 """
 from __future__ import annotations
 
@@ -247,22 +247,36 @@ def groups_markdown(report: dict, fine_steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def time_table(names: list[str], steps: int) -> str:
-    """Seconds per training step of each variant, timed one after the other in this process."""
+def time_table(names: list[str], steps: int, val: Path, images: int = 20) -> str:
+    """Each variant's cost, timed one after the other in this process: seconds per training step
+    and per val image refined by the network alone (encode + hypernetwork + dense decode)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_train_step import time_steps
 
-    lines = [f"Training step (forward, backward, Adam; batch 8, 224², decode window 112), mean of "
-             f"{steps} after 2 untimed, {torch.get_num_threads()} threads:", "",
-             f"| variant | s/step | relative to {'airm-lite0' if 'airm-lite0' in names else names[0]} |", "|---|---:|---:|"]
-    means = {}
+    from napari_airm.data.dataset import ValCases
+    from napari_airm.engine.frame import refine_whole
+
+    cases = list(ValCases(val, mode="perturb", limit=images))
+    costs = {}
     for name in names:
         preset, overrides = VARIANTS[name]
         torch.manual_seed(0)
-        means[name] = statistics.mean(time_steps(build_model(preset, **overrides), batch=8, size=224,
-                                                 steps=steps, warmup=2, window=112))
-    base = means.get("airm-lite0", means[names[0]])
-    lines += [f"| {name} | {sec:.2f} | {sec / base:.2f} |" for name, sec in means.items()]
+        model = build_model(preset, **overrides)
+        step = statistics.mean(time_steps(model, batch=8, size=224, steps=steps, warmup=2, window=112))
+        model.eval()
+        refine_whole(model, *cases[0][1:3])  # warm-up
+        t0 = time.perf_counter()
+        for _, image, coarse, _ in cases:
+            refine_whole(model, image, coarse)
+        costs[name] = (step, (time.perf_counter() - t0) / len(cases))
+    base_name = "airm-lite0" if "airm-lite0" in names else names[0]
+    base = costs[base_name]
+    lines = [f"Cost per variant in one run, {torch.get_num_threads()} threads: training step (forward, "
+             f"backward, Adam; batch 8, 224², decode window 112; mean of {steps} after 2 untimed) and "
+             f"one DUTS val image refined by the network alone (mean of {len(cases)}):", "",
+             f"| variant | s/step | × {base_name} | s/val image | × {base_name} |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {name} | {st:.2f} | {st / base[0]:.2f} | {im:.3f} | {im / base[1]:.2f} |"
+              for name, (st, im) in costs.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -280,7 +294,7 @@ def main(argv=None) -> int:
     p.add_argument("--logs", type=Path, help="copy each variant's small files here (per variant)")
     p.add_argument("--markdown", type=Path, help="also write the tables here")
     p.add_argument("--time-steps", type=int, default=0, metavar="N",
-                   help="only time N training steps of each variant in one run, then exit")
+                   help="only time each variant in one run (N training steps, 20 val images), then exit")
     p.add_argument("--groups", type=int, default=0, metavar="STEPS",
                    help="afterwards, the Fig. 2(b) experiment: fine-tune AIRMF and SIRMF this many "
                         "steps on three groups and score each group (0: skip)")
@@ -293,7 +307,7 @@ def main(argv=None) -> int:
         if name not in VARIANTS:
             p.error(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
     if args.time_steps:
-        print(time_table(names, args.time_steps))
+        print(time_table(names, args.time_steps, args.val))
         return 0
     results = {}
     for name in names:
