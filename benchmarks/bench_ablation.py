@@ -61,7 +61,11 @@ VARIANTS = {
 }
 DEFAULT_VARIANTS = "airm-lite0,sirm-lite0,airm-lite0-noaff,airm-b0"
 MODES = ("perturb", "lowres")
-SMALL_FILES = ("log.csv", "val.jsonl", "train_config.yaml", "minutes.txt", "groups.json")
+SMALL_FILES = ("log.csv", "val.jsonl", "train_config.yaml", "minutes.txt", "groups.json", "per_image.json")
+# the paper's three claims as (claim, variant with the part, variant without it)
+CLAIMS = (("AIRMF over SIRMF", "airm-lite0", "sirm-lite0"),
+          ("affinity loss on over off", "airm-lite0", "airm-lite0-noaff"),
+          ("MiT-b0 over Lite0", "airm-b0", "airm-lite0"))
 
 
 def variant_config(name: str, steps: int, val_limit: int, val_every: int | None = None) -> TrainConfig:
@@ -180,6 +184,64 @@ def markdown(results: dict, steps: int, val_limit: int) -> str:
         p = r["params"]
         lines.append(f"| {name} | " + " | ".join(f"{p.get(k, 0):,}" for k in
                                                 ("encoder", "shared", "hyper", "guide", "affinity")) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def per_image_scores(out: Path, val: Path, limit: int) -> dict:
+    """The finished model's network-alone scores per val image and mode (cached in
+    ``per_image.json``): what a paired comparison between variants needs, which the
+    validation curve's means are not."""
+    from napari_airm.data.dataset import ValCases
+    from napari_airm.model import load_model
+    from napari_airm.training.trainer import score_network
+
+    path = out / "per_image.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    model = load_model(out / "model").eval()
+    scores = {}
+    for mode in MODES:
+        coarse, refined = score_network(model, ValCases(val, mode=mode, limit=limit))
+        scores[mode] = [{"name": c["name"], "coarse_iou": c["iou"], "coarse_mba": c["mba"],
+                         "iou": r["iou"], "mba": r["mba"]}
+                        for c, r in zip(coarse.per_image, refined.per_image)]
+    path.write_text(json.dumps(scores))
+    return scores
+
+
+def paired_difference(a: list[float], b: list[float], seed: int = 0, rounds: int = 2000):
+    """Mean of a − b over paired images with a 95 % bootstrap interval (images resampled)."""
+    import numpy as np
+
+    d = np.asarray(a) - np.asarray(b)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(rounds, len(d)))].mean(axis=1)
+    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def paired_markdown(scores: dict) -> str:
+    """Each claim's paired differences per mode: mean per-image IoU and mBA (points, with 95 %
+    bootstrap intervals), images that gain or lose more than 0.5 IoU, and the image that loses
+    most."""
+    lines = ["Paired over the same val images (with part − without), network alone at the final "
+             "step; mean per-image IoU and mBA in points with 95 % bootstrap intervals:", "",
+             "| claim | mode | Δ IoU [95 %] | Δ mBA [95 %] | images +/− > 0.5 IoU | worst image (Δ IoU) |",
+             "|---|---|---:|---:|---:|---|"]
+    for claim, with_part, without in CLAIMS:
+        if with_part not in scores or without not in scores:
+            continue
+        for mode in MODES:
+            a, b = scores[with_part][mode], scores[without][mode]
+            assert [r["name"] for r in a] == [r["name"] for r in b], "variants scored different images"
+            cells = []
+            for key in ("iou", "mba"):
+                mean, lo, hi = paired_difference([100 * r[key] for r in a], [100 * r[key] for r in b])
+                cells.append(f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+            diffs = [(100 * (x["iou"] - y["iou"]), x["name"]) for x, y in zip(a, b)]
+            worst = min(diffs)
+            lines.append(f"| {claim} | {mode} | {cells[0]} | {cells[1]} | "
+                         f"{sum(d > 0.5 for d, _ in diffs)} / {sum(d < -0.5 for d, _ in diffs)} | "
+                         f"{worst[1]} ({worst[0]:+.1f}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -332,6 +394,12 @@ def main(argv=None) -> int:
             copy_logs(out, args.logs / name)
         print(f"{name}: " + json.dumps({m: cell(rows[-1][m]["refined"]) for m in MODES}), flush=True)
     table = markdown(results, args.steps, args.val_limit)
+    scores = {name: per_image_scores(args.out / f"{name}-{args.steps}", args.val, args.val_limit)
+              for name in names}
+    if args.logs:
+        for name in names:
+            copy_logs(args.out / f"{name}-{args.steps}", args.logs / name)
+    table += "\n" + paired_markdown(scores)
     if args.groups:
         pair = [n for n in ("airm-lite0", "sirm-lite0") if n in names]
         report = group_experiment(pair, args.out, args.steps, args.groups, args.val_limit, args.resume)
