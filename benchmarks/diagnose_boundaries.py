@@ -42,8 +42,7 @@ def diagnose(model, cases) -> dict[str, SegmentationScores]:
              + [f"shifted {s}" for s in SHIFTS] + ["4-flip average", "GT via 1/2 res", "GT via 1/4 res"])
     scores = {n: SegmentationScores() for n in names}
     kernel = np.ones((3, 3), np.uint8)
-    for i in range(len(cases)):
-        _, image, coarse, gt = cases[i]
+    for _, image, coarse, gt in cases:
         prob = refine_whole(model, image, coarse)
         scores["coarse"].add(coarse > 0.5, gt)
         for t in THRESHOLDS:

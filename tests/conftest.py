@@ -73,4 +73,4 @@ def duts_val_cases():
     from napari_airm.data import ValCases
 
     cases = ValCases(root, mode="perturb", limit=6)
-    return [cases[i][1:] for i in range(len(cases))]
+    return [case[1:] for case in cases]
