@@ -379,13 +379,22 @@ def main(argv=None) -> int:
         if not rows or rows[-1]["step"] != args.steps:
             t0 = time.perf_counter()
             before = float((out / "minutes.txt").read_text()) if (out / "minutes.txt").is_file() else 0.0
+
+            def record_minutes():
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "minutes.txt").write_text(f"{before + (time.perf_counter() - t0) / 60:.2f}\n")
+
+            def every_10_steps(step, *_):  # a session's end may kill the run without a signal
+                if step % 10 == 0:
+                    record_minutes()
+
             try:
                 init = start_model(name, cfg.seed, out / "init")
                 train(cfg, args.data, out, val=args.val, init=init,
-                      resume=args.resume and has_checkpoint(out / "checkpoint"), progress=False)
+                      resume=args.resume and has_checkpoint(out / "checkpoint"), progress=False,
+                      on_step=every_10_steps)
             finally:  # a killed or interrupted run still records the wall time it spent
-                out.mkdir(parents=True, exist_ok=True)
-                (out / "minutes.txt").write_text(f"{before + (time.perf_counter() - t0) / 60:.2f}\n")
+                record_minutes()
             rows = curve(out)
         minutes = float((out / "minutes.txt").read_text()) if (out / "minutes.txt").is_file() else float("nan")
         results[name] = {"model": cfg.model, "curve": rows, "minutes": minutes,
