@@ -371,7 +371,7 @@ def main(argv=None) -> int:
     if args.time_steps:
         print(time_table(names, args.time_steps, args.val))
         return 0
-    results = {}
+    results, scores = {}, {}
     for name in names:
         out = args.out / f"{name}-{args.steps}"
         cfg = variant_config(name, args.steps, args.val_limit, args.val_every)
@@ -399,15 +399,11 @@ def main(argv=None) -> int:
         minutes = float((out / "minutes.txt").read_text()) if (out / "minutes.txt").is_file() else float("nan")
         results[name] = {"model": cfg.model, "curve": rows, "minutes": minutes,
                          "sec_per_step": seconds_per_step(out), "params": parameter_counts(name)}
+        scores[name] = per_image_scores(out, args.val, args.val_limit)
         if args.logs:
             copy_logs(out, args.logs / name)
         print(f"{name}: " + json.dumps({m: cell(rows[-1][m]["refined"]) for m in MODES}), flush=True)
     table = markdown(results, args.steps, args.val_limit)
-    scores = {name: per_image_scores(args.out / f"{name}-{args.steps}", args.val, args.val_limit)
-              for name in names}
-    if args.logs:
-        for name in names:
-            copy_logs(args.out / f"{name}-{args.steps}", args.logs / name)
     table += "\n" + paired_markdown(scores)
     if args.groups:
         pair = [n for n in ("airm-lite0", "sirm-lite0") if n in names]
