@@ -219,6 +219,70 @@ def paired_difference(a: list[float], b: list[float], seed: int = 0, rounds: int
     return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def verdict(intervals: list[tuple[float, float]]) -> str:
+    """docs/performance.md's rule for one claim, written before the numbers, from its 95 %
+    intervals (low, high) of Δ IoU and Δ mBA in every mode: "holds" if one lies wholly above 0
+    and none wholly below −0.2; "refuted" if one lies wholly below 0 and none above 0; else
+    "not separated"."""
+    above = any(lo > 0 for lo, _ in intervals)
+    if above and not any(hi < -0.2 for _, hi in intervals):
+        return "holds"
+    if not above and any(hi < 0 for _, hi in intervals):
+        return "refuted"
+    return "not separated"
+
+
+def claim_intervals(scores: dict, with_part: str, without: str) -> dict:
+    """{mode: {metric: (mean, low, high)}}: paired per-image differences in points."""
+    out = {}
+    for mode in MODES:
+        a, b = scores[with_part][mode], scores[without][mode]
+        assert [r["name"] for r in a] == [r["name"] for r in b], "variants scored different images"
+        out[mode] = {key: paired_difference([100 * r[key] for r in a], [100 * r[key] for r in b])
+                     for key in ("iou", "mba")}
+    return out
+
+
+def verdicts(scores: dict) -> dict:
+    """{claim: verdict} for every claim whose two variants were scored."""
+    found = {}
+    for claim, with_part, without in CLAIMS:
+        if with_part in scores and without in scores:
+            diffs = claim_intervals(scores, with_part, without)
+            found[claim] = verdict([(lo, hi) for mode in diffs.values() for _, lo, hi in mode.values()])
+    return found
+
+
+def groups_favour_airmf(report: dict, margin: float = 0.5) -> bool | None:
+    """The rule's second way to keep the hypernetwork (the paper's Fig. 2(b)): AIRMF's IoU at
+    least SIRMF's on every group in both modes, and ahead by ``margin`` points on one group in
+    one mode. None when either model was not run."""
+    if not {"airm-lite0", "sirm-lite0"} <= set(report):
+        return None
+    gaps = [100 * (report["airm-lite0"][g][m]["refined"]["iou"] - report["sirm-lite0"][g][m]["refined"]["iou"])
+            for g in report["airm-lite0"] for m in MODES]
+    return min(gaps) >= 0 and max(gaps) >= margin
+
+
+def decisions(claims: dict, groups_ok: bool | None) -> list[str]:
+    """What the rule says for the bundled model, in words."""
+    lines = []
+    if "AIRMF over SIRMF" in claims:
+        keep = claims["AIRMF over SIRMF"] == "holds" or groups_ok is True
+        why = (f"AIRMF over SIRMF {claims['AIRMF over SIRMF']}; Fig. 2(b) "
+               + {None: "not run", True: "favours AIRMF", False: "does not favour AIRMF"}[groups_ok])
+        lines.append(f"- Hypernetwork: {'keep' if keep else 'next retrain uses SIRMF'} ({why}).")
+    if "affinity loss on over off" in claims:
+        drop = claims["affinity loss on over off"] == "refuted"
+        lines.append(f"- Affinity loss: {'drop' if drop else 'keep'} "
+                     f"(claim {claims['affinity loss on over off']}).")
+    if "MiT-b0 over Lite0" in claims:
+        swap = claims["MiT-b0 over Lite0"] == "holds"
+        lines.append(f"- Encoder: {'MiT-b0 replaces Lite0' if swap else 'Lite0 stands'} "
+                     f"(MiT-b0 over Lite0 {claims['MiT-b0 over Lite0']}).")
+    return lines
+
+
 def paired_markdown(scores: dict) -> str:
     """Each claim's paired differences per mode: mean per-image IoU and mBA (points, with 95 %
     bootstrap intervals), images that gain or lose more than 0.5 IoU, and the image that loses
@@ -227,21 +291,22 @@ def paired_markdown(scores: dict) -> str:
              "step; mean per-image IoU and mBA in points with 95 % bootstrap intervals:", "",
              "| claim | mode | Δ IoU [95 %] | Δ mBA [95 %] | images +/− > 0.5 IoU | worst image (Δ IoU) |",
              "|---|---|---:|---:|---:|---|"]
+    claims = verdicts(scores)
     for claim, with_part, without in CLAIMS:
-        if with_part not in scores or without not in scores:
+        if claim not in claims:
             continue
+        intervals = claim_intervals(scores, with_part, without)
         for mode in MODES:
             a, b = scores[with_part][mode], scores[without][mode]
-            assert [r["name"] for r in a] == [r["name"] for r in b], "variants scored different images"
-            cells = []
-            for key in ("iou", "mba"):
-                mean, lo, hi = paired_difference([100 * r[key] for r in a], [100 * r[key] for r in b])
-                cells.append(f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+            cells = [f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]" for mean, lo, hi in intervals[mode].values()]
             diffs = [(100 * (x["iou"] - y["iou"]), x["name"]) for x, y in zip(a, b)]
             worst = min(diffs)
             lines.append(f"| {claim} | {mode} | {cells[0]} | {cells[1]} | "
                          f"{sum(d > 0.5 for d, _ in diffs)} / {sum(d < -0.5 for d, _ in diffs)} | "
                          f"{worst[1]} ({worst[0]:+.1f}) |")
+    if claims:
+        lines += ["", "By the rule written before the numbers (docs/performance.md): "
+                  + "; ".join(f"{claim} **{found}**" for claim, found in claims.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -405,13 +470,16 @@ def main(argv=None) -> int:
         print(f"{name}: " + json.dumps({m: cell(rows[-1][m]["refined"]) for m in MODES}), flush=True)
     table = markdown(results, args.steps, args.val_limit)
     table += "\n" + paired_markdown(scores)
+    groups_ok = None
     if args.groups:
         pair = [n for n in ("airm-lite0", "sirm-lite0") if n in names]
         report = group_experiment(pair, args.out, args.steps, args.groups, args.val_limit, args.resume)
         table += "\n" + groups_markdown(report, args.groups)
+        groups_ok = groups_favour_airmf(report)
         if args.logs:
             for name in pair:
                 copy_logs(args.out / f"{name}-{args.steps}-groups{args.groups}", args.logs / f"{name}-groups")
+    table += "\nWhat follows for the bundled model:\n\n" + "\n".join(decisions(verdicts(scores), groups_ok)) + "\n"
     print(table)
     if args.markdown:
         args.markdown.write_text(table)
