@@ -243,13 +243,18 @@ def claim_intervals(scores: dict, with_part: str, without: str) -> dict:
     return out
 
 
+def claim_verdict(intervals: dict) -> str:
+    """``verdict`` over every mode and metric of ``claim_intervals``' result."""
+    return verdict([(lo, hi) for mode in intervals.values() for _, lo, hi in mode.values()])
+
+
 def verdicts(scores: dict) -> dict:
     """{claim: verdict} for every claim whose two variants were scored."""
     found = {}
     for claim, with_part, without in CLAIMS:
         if with_part in scores and without in scores:
             diffs = claim_intervals(scores, with_part, without)
-            found[claim] = verdict([(lo, hi) for mode in diffs.values() for _, lo, hi in mode.values()])
+            found[claim] = claim_verdict(diffs)
     return found
 
 
@@ -291,11 +296,12 @@ def paired_markdown(scores: dict) -> str:
              "step; mean per-image IoU and mBA in points with 95 % bootstrap intervals:", "",
              "| claim | mode | Δ IoU [95 %] | Δ mBA [95 %] | images +/− > 0.5 IoU | worst image (Δ IoU) |",
              "|---|---|---:|---:|---:|---|"]
-    claims = verdicts(scores)
+    claims = {}
     for claim, with_part, without in CLAIMS:
-        if claim not in claims:
+        if with_part not in scores or without not in scores:
             continue
         intervals = claim_intervals(scores, with_part, without)
+        claims[claim] = claim_verdict(intervals)
         for mode in MODES:
             a, b = scores[with_part][mode], scores[without][mode]
             cells = [f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]" for mean, lo, hi in intervals[mode].values()]
