@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 import napari_airm as airm
+from napari_airm import cli
 from napari_airm.metrics import boundary_accuracy, iou
 from napari_airm.model import build_model, save_model
 
@@ -65,5 +66,10 @@ def test_refine_many_runs_on_a_local_dask_cluster(tmp_path, tiny_model_dir):
         assert result.shape == expected.shape
         assert (result == expected).mean() > 0.99  # an untrained residual model keeps the mask
     assert not list((tmp_path / "out").glob(".*partial*"))
+    # each task writes what `napari-airm refine` writes for its pair (one shared function)
+    single = tmp_path / "single.png"
+    assert cli.main(["refine", str(pairs[1][0]), str(pairs[1][1]), "-o", str(single),
+                     "--model", str(tiny_model_dir), "-q"]) == 0
+    assert np.array_equal(np.asarray(Image.open(single)), np.asarray(Image.open(outputs[1])))
     with pytest.raises(FileExistsError, match="already exists"):
         airm.refine_many(pairs, tmp_path / "out", model=tiny_model_dir)

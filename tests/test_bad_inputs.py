@@ -337,6 +337,20 @@ def test_refine_many_bad_input_is_one_error_and_no_worker_log(files, model_dir, 
     assert not list((files / "out").iterdir())
 
 
+def test_refine_many_names_both_files_of_a_pair_of_different_sizes(files, model_dir):
+    """A refine-many task checks its pair as `napari-airm refine` does: one clear line that
+    names both files, and nothing written."""
+    from napari_airm.engine import batch
+
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(files / "small.png")
+    failed = batch._refine_task(str(files / "img.png"), str(files / "small.png"),
+                                str(files / "out.png"), str(model_dir), None)
+    assert isinstance(failed, batch._Failed)
+    with pytest.raises(ValueError, match=r"mask .*small.png is 40x50 but image .*img.png is .*same size"):
+        raise failed.error()
+    assert not (files / "out.png").exists()
+
+
 # ----------------------------------------------------------------------------- messages (12)
 
 

@@ -44,19 +44,27 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def _progress(desc: str, quiet: bool) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A tqdm bar driven by ``progress(done, total)`` callbacks (off on non-terminals)."""
+    """A tqdm bar driven by ``progress(done, total)`` callbacks (off on non-terminals), shown
+    from the first tile on, not while the model loads."""
     from tqdm import tqdm
 
-    bar = tqdm(total=None, desc=desc, unit="tile", disable=True if quiet else None, leave=False,
-               file=sys.stderr)
+    bars = []
 
     def update(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=desc, unit="tile", disable=True if quiet else None,
+                             leave=False, file=sys.stderr))
+        bar = bars[0]
         if bar.total != total:
             bar.total = total
             bar.refresh()
         bar.update(max(0, done - bar.n))
 
-    return update, bar.close
+    def close() -> None:
+        for bar in bars:
+            bar.close()
+
+    return update, close
 
 
 def _check_model(path: str | None) -> str | None:
@@ -186,87 +194,27 @@ def _reach(text: str):
 
 def _engine_options(args):
     """The engine settings every refining command shares (the ``engine`` parent parser)."""
-    from .engine.settings import RefineSettings
+    from .engine.settings import ROUGH_KEEP, RefineSettings
 
     reach = None if args.reach == "none" else args.reach
-    from .engine.settings import ROUGH_KEEP
-
     return RefineSettings(reach=reach, solve=not args.no_solve,
                           keep=ROUGH_KEEP if args.rough else None, tile=args.tile, dense=args.dense,
                           passes=args.passes, flips=args.flips)
 
 
-def refine_file(image_path, mask_path, output, settings=None, *, model=None, device=None,
-                overwrite: bool = False, labels="all", threshold: float | None = None,
-                quiet: bool = True, started: float | None = None, scheduler=None) -> dict:
-    """Refine one image/mask file pair into ``output`` (.png, .tif or .zarr), atomically.
+def cmd_refine(args) -> int:
+    from .engine.files import refine_file
 
-    Lazy inputs (zarr stores, large TIFFs) are read tile by tile; a .zarr output is written
-    tile by tile; a large TIFF output goes through a disk-backed array. Returns a small summary
-    whose times count from ``started`` (a ``time.perf_counter()`` value; default: this call):
-    ``seconds`` in all, split into ``load_seconds`` (imports, reading, the model) and
-    ``refine_seconds`` (refining and writing). ``scheduler`` ("local" or an address): the
-    tiles run as dask tasks (engine/distributed.py), writing a .zarr output.
-    """
-    started = time.perf_counter() if started is None else started
-    from . import io_utils
-    from .api import _as_model, as_settings, refine, resolve_device
-
-    for note in io_utils.clean_leftovers(output):
-        print(f"note: {note}", file=sys.stderr)
-    out_path = io_utils.check_output_path(output, overwrite)
-    if scheduler is not None and io_utils.suffix_of(out_path) not in io_utils.ZARR_SUFFIXES:
-        raise CLIError("--scheduler writes a .zarr output (each worker writes its own chunks); "
-                       "give -o NAME.zarr")
-    image = io_utils.read_image(image_path)
-    coarse, kind = io_utils.read_mask(mask_path, threshold=threshold)
-    if tuple(image.shape[:2]) != tuple(coarse.shape):
-        raise CLIError(f"mask {mask_path} is {coarse.shape[0]}x{coarse.shape[1]} but image "
-                       f"{image_path} is {image.shape[0]}x{image.shape[1]}; they must be the same size")
-    if labels != "all" and kind != "labels":
-        raise CLIError("--labels selects ids of a label image, but the mask is binary")
-    h, w = coarse.shape
-    out_dtype = io_utils.output_dtype(kind, coarse.dtype)
-    suffix = io_utils.suffix_of(out_path)
-    settings = as_settings(settings)
-    tile = settings.tile
-    model_folder = model
-    model = _as_model(model, resolve_device(device))  # loaded (and torch imported) here
-    loaded = time.perf_counter()
-    progress, close = _progress("refine", quiet)
-    kwargs = dict(settings=settings, model=model, device=device, progress=progress)
-    if kind == "labels":
-        kwargs["labels"] = labels
-    if scheduler is not None:  # the workers load the model folder themselves
-        kwargs.update(scheduler=scheduler, model=model_folder)
+    progress, close = _progress("refine", args.quiet)
     try:
-        with io_utils.atomic_output(out_path, overwrite) as tmp:
-            if suffix in io_utils.ZARR_SUFFIXES:
-                out = io_utils.create_zarr(tmp, (h, w), out_dtype, tile)
-                refine(image, coarse, out=out, **kwargs)
-            elif suffix in io_utils.TIFF_SUFFIXES and h * w > io_utils.MEMMAP_PIXELS:
-                with io_utils.work_folder(tmp) as td:
-                    out = io_utils.create_memmap(td, (h, w), out_dtype)
-                    refine(image, coarse, out=out, **kwargs)
-                    io_utils.write_mask(tmp, out, kind, tile=tile)
-                    del out
-            else:
-                result = refine(image, coarse, **kwargs)
-                io_utils.write_mask(tmp, result, kind, tile=tile)
+        summary = refine_file(args.image, args.mask, args.output, _engine_options(args),
+                              model=_check_model(args.model), device=args.device,
+                              overwrite=args.overwrite, labels=_parse_labels(args.labels),
+                              threshold=args.threshold, scheduler=args.scheduler,
+                              progress=progress, started=args.started,
+                              note=lambda text: print(f"note: {text}", file=sys.stderr))
     finally:
         close()
-    done = time.perf_counter()
-    return {"output": str(out_path), "height": h, "width": w, "kind": kind,
-            "seconds": done - started, "load_seconds": loaded - started,
-            "refine_seconds": done - loaded}
-
-
-def cmd_refine(args) -> int:
-    summary = refine_file(args.image, args.mask, args.output, model=_check_model(args.model),
-                          device=args.device, overwrite=args.overwrite,
-                          labels=_parse_labels(args.labels), threshold=args.threshold,
-                          quiet=args.quiet, settings=_engine_options(args), started=args.started,
-                          scheduler=args.scheduler)
     print(f"wrote {summary['output']} ({summary['height']}x{summary['width']} {summary['kind']} mask) "
           f"in {summary['seconds']:.1f} s (start-up, reading and model load "
           f"{summary['load_seconds']:.1f} s; refine and write {summary['refine_seconds']:.1f} s)")

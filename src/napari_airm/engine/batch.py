@@ -16,10 +16,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from .files import refine_file
 from .settings import RefineSettings
-
-_WORKER_MODELS: dict = {}
-
 
 class _Failed:
     """What a task returns instead of raising for a bad input (a ``ValueError`` or ``OSError``
@@ -35,10 +33,14 @@ class _Failed:
         return InputFileError(self.message) if self.is_value_error else OSError(self.message)
 
 
-def _refine_task(*args, **kwargs):
-    """``refine_file`` as a dask task: bad inputs are returned (``_Failed``), bugs raise."""
+def _refine_task(image_path: str, mask_path: str, out_path: str, model: str | None,
+                 device: str | None, overwrite: bool = False,
+                 settings: RefineSettings = RefineSettings()):
+    """``engine.files.refine_file`` as a dask task (the model is loaded once per worker and
+    kept): bad inputs are returned (``_Failed``), bugs raise."""
     try:
-        return refine_file(*args, **kwargs)
+        return refine_file(image_path, mask_path, out_path, settings, model=model, device=device,
+                           overwrite=overwrite)["output"]
     except (ValueError, OSError) as exc:
         return _Failed(exc)
 
@@ -47,25 +49,6 @@ def output_path(image_path: Path, mask_path: Path, out_dir: Path) -> Path:
     """Output keeps the mask's format (zarr stays zarr), named after the image."""
     suffix = ".zarr" if str(mask_path).rstrip("/").endswith(".zarr") else ".png"
     return out_dir / f"{Path(str(image_path).rstrip('/')).stem}{suffix}"
-
-
-def refine_file(image_path: str, mask_path: str, out_path: str, model: str | None,
-                device: str | None, overwrite: bool = False,
-                settings: RefineSettings = RefineSettings()) -> str:
-    """One task: read, refine, write atomically. Runs in a worker (or in-process)."""
-    from ..api import load_model, refine
-    from ..io_utils import atomic_output, read_image, read_mask, write_mask
-
-    key = (model, device)
-    if key not in _WORKER_MODELS:
-        _WORKER_MODELS[key] = load_model(model, device=device)
-    image = read_image(image_path)
-    mask, kind = read_mask(mask_path)
-    result = refine(image, mask, settings, model=_WORKER_MODELS[key], device=device)
-    with atomic_output(out_path, overwrite=overwrite) as tmp:
-        write_mask(tmp, result, "labels" if kind == "labels" else "binary",
-                   tile=settings.tile)
-    return out_path
 
 
 def refine_files(pairs: Iterable[tuple[str, str]], out_dir: str | os.PathLike, *,
