@@ -430,9 +430,11 @@ def test_readme_starts_with_the_two_setup_commands_and_ci_runs_the_second():
 
 
 def test_demo_is_a_registered_subcommand():
+    from napari_airm.cli.demo import run_demo
+
     parser = cli.build_parser()
     args = parser.parse_args(["demo"])
-    assert args.func is cli.cmd_demo and args.size == "3072x4096"
+    assert args.func is run_demo and args.size == "3072x4096"
 
 
 def test_average_writes_a_loadable_model_and_protects_an_existing_folder(model_dir, tmp_path, capsys):
