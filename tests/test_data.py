@@ -115,10 +115,11 @@ def test_check_pairs_names_every_broken_file_at_once(tmp_path):
     check_pairs([p for p in pairs if p.name not in ("img01", "img03")])  # the rest is fine
 
 
-def test_complete_folder_gives_no_warning(disc_dataset):
+def test_complete_folder_gives_every_pair_and_no_warning(disc_dataset):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        find_pairs(disc_dataset)
+        pairs = find_pairs(disc_dataset)
+    assert len(pairs) == 6
 
 
 @pytest.mark.parametrize("kind", ["bool", "u8", "rgb"])
