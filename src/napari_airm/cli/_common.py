@@ -36,20 +36,20 @@ def progress_bar(desc: str, quiet: bool) -> tuple[Callable[[int, int], None], Ca
     from the first tile on, not while the model loads."""
     from tqdm import tqdm
 
-    bars = []
+    bar = None
 
     def update(done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=total, desc=desc, unit="tile", disable=True if quiet else None,
-                             leave=False, file=sys.stderr))
-        bar = bars[0]
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="tile", disable=True if quiet else None,
+                       leave=False, file=sys.stderr)
         if bar.total != total:
             bar.total = total
             bar.refresh()
         bar.update(max(0, done - bar.n))
 
     def close() -> None:
-        for bar in bars:
+        if bar is not None:
             bar.close()
 
     return update, close
